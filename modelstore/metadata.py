@@ -1,0 +1,90 @@
+"""The metadata contract of one model version: what training records and serving trusts."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+FORMAT_VERSION: Final = 1
+
+FeatureType = Literal["number", "integer", "boolean", "string"]
+Task = Literal["classification", "regression"]
+Label = str | int | float | bool
+Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+ModelName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Feature(_Strict):
+    name: str = Field(min_length=1)
+    type: FeatureType
+    nullable: bool
+    categories: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _categories_only_for_strings(self) -> Feature:
+        if (self.type == "string") != (self.categories is not None):
+            raise ValueError("categories are required for string features and only for them")
+        return self
+
+
+class DataInfo(_Strict):
+    source: str
+    rows: int = Field(ge=1)
+    sha256: Sha256
+
+
+class SplitInfo(_Strict):
+    test_size: float = Field(gt=0, lt=1)
+    train_rows: int = Field(ge=1)
+    test_rows: int = Field(ge=1)
+
+
+class GitInfo(_Strict):
+    commit: str | None
+    dirty: bool | None
+
+
+class ArtifactInfo(_Strict):
+    file: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
+    sha256: Sha256
+    bytes: int = Field(ge=1)
+
+
+class Metadata(_Strict):
+    format_version: Literal[1]
+    name: ModelName
+    version: int = Field(ge=1)
+    created_at: datetime
+    task: Task
+    target: str
+    features: list[Feature] = Field(min_length=1)
+    classes: list[Label] | None
+    metrics: dict[str, float]
+    data: DataInfo
+    split: SplitInfo
+    estimator: str
+    params: dict[str, Any]
+    seed: int
+    environment: dict[str, str]
+    git: GitInfo
+    artifact: ArtifactInfo
+    example: dict[str, Any]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Metadata:
+        names = [f.name for f in self.features]
+        if len(set(names)) != len(names):
+            raise ValueError("feature names must be unique")
+        if (self.task == "classification") != (self.classes is not None):
+            raise ValueError("classes are required for classification and only for it")
+        if self.classes is not None and len(self.classes) < 2:
+            raise ValueError("a classifier needs at least two classes")
+        if set(self.example) != set(names):
+            raise ValueError("example must name exactly the features")
+        return self

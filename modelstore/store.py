@@ -1,0 +1,258 @@
+"""The model store on disk: `<root>/<name>/<version>/{model.joblib,metadata.json}`.
+
+This module is the only code that knows the layout. Training publishes through it, the service
+resolves and loads through it, and neither writes or reads a version directory by hand.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import io
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import joblib
+from pydantic import ValidationError
+
+from modelstore.metadata import ArtifactInfo, Metadata
+
+ARTIFACT_FILE = "model.joblib"
+METADATA_FILE = "metadata.json"
+_VERSION_DIR = re.compile(r"^[1-9][0-9]*$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_TEMP_PREFIX = ".tmp-"
+_LOCK_FILE = ".lock"
+
+
+class ModelStoreError(Exception):
+    """A store problem a user can fix; `str()` is a one-line reason fit to print."""
+
+
+class ModelNotFoundError(ModelStoreError):
+    """The requested model or version does not exist."""
+
+
+class VerificationError(ModelStoreError):
+    """A version exists but cannot be trusted: bad metadata, wrong checksum, version skew."""
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    name: str
+    version: int
+    path: Path
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    ref: ModelRef
+    metadata: Metadata
+    estimator: Any
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_name(name: str) -> str:
+    if not _NAME.match(name):
+        raise ModelStoreError(
+            f"invalid model name {name!r}: use letters, digits, '.', '_' or '-' (at most 64)"
+        )
+    return name
+
+
+class ModelStore:
+    """A folder of named models, each with immutable integer versions."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+
+    def names(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and _NAME.match(p.name))
+
+    def versions(self, name: str) -> list[int]:
+        folder = self.root / name
+        if not folder.is_dir():
+            return []
+        return sorted(
+            int(p.name) for p in folder.iterdir() if p.is_dir() and _VERSION_DIR.match(p.name)
+        )
+
+    def resolve(self, name: str | None = None, version: str | int = "latest") -> ModelRef:
+        """Find one version; `name=None` means the only model in the store."""
+        if not self.root.is_dir():
+            raise ModelNotFoundError(f"model directory {self.root} does not exist")
+        if name is None:
+            names = self.names()
+            if not names:
+                raise ModelNotFoundError(f"no models in {self.root}")
+            if len(names) > 1:
+                raise ModelNotFoundError(
+                    f"several models in {self.root} ({', '.join(names)}): set MODEL_NAME"
+                )
+            name = names[0]
+        check_name(name)
+        versions = self.versions(name)
+        if not versions:
+            if (self.root / name).is_dir():
+                raise ModelNotFoundError(f"model {name!r} in {self.root} has no versions")
+            known = ", ".join(self.names()) or "none"
+            raise ModelNotFoundError(f"no model named {name!r} in {self.root} (available: {known})")
+        wanted = _parse_version(version)
+        if wanted is None:
+            wanted = versions[-1]
+        elif wanted not in versions:
+            known = ", ".join(map(str, versions))
+            raise ModelNotFoundError(
+                f"no version {wanted} of model {name!r} in {self.root} (available: {known})"
+            )
+        return ModelRef(name, wanted, self.root / name / str(wanted))
+
+    def load(self, ref: ModelRef, *, runtime_versions: dict[str, str] | None = None) -> LoadedModel:
+        """Read and verify one version; with `runtime_versions`, refuse any version skew.
+
+        Metadata and checksum are checked before unpickling, so a tampered or foreign file is
+        never executed by joblib.
+        """
+        metadata = read_metadata(ref.path)
+        if (metadata.name, metadata.version) != (ref.name, ref.version):
+            raise VerificationError(
+                f"{ref.path / METADATA_FILE} describes {metadata.name} version "
+                f"{metadata.version}, not {ref.name} version {ref.version}"
+            )
+        if runtime_versions:
+            for package, running in runtime_versions.items():
+                trained = metadata.environment.get(package)
+                if trained != running:
+                    raise VerificationError(
+                        f"{ref.path} was trained with {package} {trained}, "
+                        f"this runtime has {running}: retrain or use a matching image"
+                    )
+        artifact = ref.path / metadata.artifact.file
+        try:
+            payload = artifact.read_bytes()
+        except OSError as exc:
+            raise VerificationError(f"cannot read {artifact}: {exc.strerror}") from None
+        actual = sha256_bytes(payload)
+        if actual != metadata.artifact.sha256:
+            raise VerificationError(
+                f"sha256 mismatch for {artifact}: metadata says "
+                f"{metadata.artifact.sha256[:12]}..., file has {actual[:12]}..."
+            )
+        try:
+            estimator = joblib.load(io.BytesIO(payload))
+        except Exception as exc:  # a corrupt pickle can raise almost anything
+            raise VerificationError(f"cannot unpickle {artifact}: {exc}") from None
+        return LoadedModel(ref, metadata, estimator)
+
+    def publish(
+        self, name: str, estimator: Any, describe: Callable[[int, ArtifactInfo], Metadata]
+    ) -> ModelRef:
+        """Write a new version atomically and return it.
+
+        Files are written into a hidden temporary folder beside the versions; the version
+        number is claimed under an exclusive lock and the folder renamed into place, so a
+        version appears whole or not at all and concurrent publishers never collide.
+        """
+        check_name(name)
+        folder = self.root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        staging = folder / f"{_TEMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        staging.mkdir()
+        try:
+            buffer = io.BytesIO()
+            joblib.dump(estimator, buffer)
+            payload = buffer.getvalue()
+            _write_durably(staging / ARTIFACT_FILE, payload)
+            artifact = ArtifactInfo(
+                file=ARTIFACT_FILE, sha256=sha256_bytes(payload), bytes=len(payload)
+            )
+            with _locked(folder):
+                version = max(self.versions(name), default=0) + 1
+                metadata = describe(version, artifact)
+                _write_durably(staging / METADATA_FILE, metadata_json(metadata))
+                target = folder / str(version)
+                os.rename(staging, target)  # atomic; fails rather than replace a version
+                _fsync_dir(folder)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return ModelRef(name, version, target)
+
+
+def metadata_json(metadata: Metadata) -> bytes:
+    return metadata.model_dump_json(indent=2).encode() + b"\n"
+
+
+def read_metadata(version_dir: Path) -> Metadata:
+    path = version_dir / METADATA_FILE
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise VerificationError(f"{path} is missing") from None
+    except OSError as exc:
+        raise VerificationError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        return Metadata.model_validate_json(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "document"
+        raise VerificationError(f"{path} is not valid metadata: {where}: {first['msg']}") from None
+
+
+def _parse_version(version: str | int) -> int | None:
+    if isinstance(version, int):
+        text = str(version)
+    else:
+        text = version.strip()
+        if text == "latest":
+            return None
+    if not _VERSION_DIR.match(text):
+        raise ModelNotFoundError(
+            f"model version must be 'latest' or a positive integer, not {version!r}"
+        )
+    return int(text)
+
+
+def _write_durably(path: Path, data: bytes) -> None:
+    with path.open("xb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    with (folder / _LOCK_FILE).open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

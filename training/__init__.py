@@ -1,0 +1,1 @@
+"""Training pipeline: CSV in, a verified version in the model store out (`python -m training`)."""
