@@ -113,7 +113,7 @@ def train(config: TrainingConfig, models_dir: Path) -> tuple[Metadata, Path]:
             name=name,
             version=version,
             created_at=datetime.now(UTC).replace(microsecond=0),
-            task=dataset.task,  # type: ignore[arg-type]
+            task=dataset.task,
             target=target,
             features=dataset.features,
             classes=[_plain(c) for c in pipeline.classes_]

@@ -1,0 +1,1 @@
+"""The prediction service: one verified model version behind a typed HTTP API."""

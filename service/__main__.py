@@ -1,0 +1,64 @@
+"""`python -m service`: verify the model in this process first, then hand over to uvicorn."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import tempfile
+
+import uvicorn
+
+from modelstore import ModelStoreError
+from service.app import create_app
+from service.logs import configure_logging
+from service.runtime import load_model
+from service.settings import SettingsError, load_settings
+
+log = logging.getLogger("service")
+
+
+def main() -> int:
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        configure_logging("info", os.environ.get("LOG_FORMAT", "console").lower())
+        log.error("start-up failed", extra={"reason": str(exc)})
+        return 2
+    configure_logging(settings.log_level, settings.log_format)
+    # Fail fast with one line, before uvicorn starts: no traceback, never an unverified model.
+    try:
+        settings.api_key_bytes()
+        loaded = load_model(settings)
+    except (ModelStoreError, SettingsError) as exc:
+        log.error(
+            "start-up failed", extra={"model_dir": str(settings.model_dir), "reason": str(exc)}
+        )
+        return 1
+    common = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_config": None,
+        "access_log": False,
+        "timeout_graceful_shutdown": int(settings.shutdown_timeout),
+        "server_header": False,
+        "loop": "uvloop",
+        "http": "httptools",
+    }
+    if settings.workers == 1:
+        uvicorn.run(create_app(settings, loaded), **common)  # type: ignore[arg-type]
+        return 0
+    # Several processes: each loads the (already verified) model in its own lifespan, and
+    # metrics are shared through files so /metrics reports the whole server.
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="service-metrics-"))
+    uvicorn.run(
+        "service.app:create_worker_app",
+        factory=True,
+        workers=settings.workers,
+        **common,  # type: ignore[arg-type]
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""The app factory and its lifespan: nothing happens at import time."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
+from fastapi.openapi.utils import get_openapi
+from prometheus_client import multiprocess
+from threadpoolctl import threadpool_limits
+
+from modelstore import LoadedModel
+from service.errors import ServiceError, handle_service_error
+from service.logs import configure_logging
+from service.metrics import Metrics, multiprocess_dir
+from service.middleware import RequestContext
+from service.routes import router
+from service.runtime import Runtime, load_model
+from service.schema import openapi_components
+from service.settings import Settings, load_settings
+
+log = logging.getLogger("service")
+VERSION = "0.1.0"
+ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["detail"],
+    "properties": {"detail": {"description": "a message, or a list of field errors for 422"}},
+}
+PREDICT_ERRORS = {
+    "401": "missing or wrong API key (only when a key is configured)",
+    "413": "body over MAX_BODY_BYTES or batch over MAX_BATCH_SIZE",
+    "415": "body is not declared as JSON",
+    "422": "body does not match the schema; `loc` is body, instances, index, field",
+}
+
+
+def create_app(settings: Settings | None = None, model: LoadedModel | None = None) -> FastAPI:
+    """Build the app; the lifespan loads and verifies the model unless one is passed in."""
+    settings = settings or load_settings()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # One BLAS thread per process: requests are small and parallelism comes from workers.
+        threadpool_limits(1)
+        loaded = model if model is not None else await run_in_threadpool(load_model, settings)
+        runtime = await run_in_threadpool(Runtime.build, settings, loaded, metrics)
+        app.state.runtime = runtime
+        metrics.model_info.labels(**runtime.model_ref).set(1)
+        log.info(
+            "model ready",
+            extra={
+                "model": runtime.model_ref["name"],
+                "version": runtime.model_ref["version"],
+                "path": str(loaded.ref.path),
+                "predict_ms": round(runtime.predictor.fixed_cost * 1000, 3),
+            },
+        )
+        yield
+        if multiprocess_dir():
+            multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
+        log.info("stopped")
+
+    app = FastAPI(
+        title="scikit-learn model service",
+        version=VERSION,
+        description="Predictions from one verified, versioned scikit-learn model.",
+        lifespan=lifespan,
+    )
+    app.state.metrics = metrics
+    app.include_router(router)
+    app.add_exception_handler(ServiceError, handle_service_error)
+    app.add_middleware(RequestContext, metrics=metrics)
+    app.openapi = openapi_builder(app)  # type: ignore[method-assign]
+    return app
+
+
+def create_worker_app() -> FastAPI:
+    """Factory for each uvicorn worker process (WORKERS > 1): set up logging, then the app."""
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    return create_app(settings)
+
+
+def openapi_builder(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    """OpenAPI with the request schema of the loaded model, which only exists after start-up."""
+
+    def build() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        runtime: Runtime | None = getattr(app.state, "runtime", None)
+        if runtime is None:
+            return schema
+        _, components = openapi_components(runtime.loaded.metadata, runtime.validator)
+        components["Error"] = ERROR_SCHEMA
+        schema.setdefault("components", {}).setdefault("schemas", {}).update(components)
+        operation = schema["paths"]["/predict"]["post"]
+        operation["requestBody"] = {"required": True, "content": _json_ref("PredictRequest")}
+        operation["responses"] = {
+            "200": {
+                "description": "one prediction per instance",
+                "content": _json_ref("PredictResponse"),
+            },
+            **{
+                code: {"description": text, "content": _json_ref("Error")}
+                for code, text in PREDICT_ERRORS.items()
+            },
+        }
+        if runtime.api_key is not None:
+            schema["components"]["securitySchemes"] = {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            }
+            for path in ("/predict", "/model"):
+                for op in schema["paths"][path].values():
+                    op["security"] = [{"bearer": []}, {"apiKey": []}]
+        app.openapi_schema = schema
+        return schema
+
+    return build
+
+
+def _json_ref(name: str) -> dict[str, Any]:
+    return {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}

@@ -1,0 +1,95 @@
+"""Per-request plumbing as plain ASGI: request id, one log line, metrics, last-resort 500."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.metrics import Metrics
+
+log = logging.getLogger("service.request")
+_GOOD_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_INTERNAL_ERROR = b'{"detail":"internal server error"}'
+
+
+class RequestContext:
+    """Written as raw ASGI rather than BaseHTTPMiddleware, which costs a task per request."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = _request_id(scope)
+        id_header = (b"x-request-id", request_id.encode())
+        status = 500
+        response_started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                response_started = True
+                message["headers"] = [*message.get("headers", ()), id_header]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            # Full detail goes to the log only; the client learns nothing about internals.
+            log.exception("unhandled error", extra={"request_id": request_id})
+            status = 500
+            if not response_started:
+                await _send_internal_error(send, id_header)
+        finally:
+            seconds = time.perf_counter() - started
+            route = _route(scope)
+            self.metrics.observe_request(scope["method"], route, status, seconds)
+            log.info(
+                "request",
+                extra={
+                    "request_id": request_id,
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": status,
+                    "duration_ms": round(seconds * 1000, 3),
+                },
+            )
+
+
+def _request_id(scope: Scope) -> str:
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            text: str = value.decode("latin-1")
+            if _GOOD_ID.match(text):
+                return text
+            break
+    return uuid.uuid4().hex
+
+
+def _route(scope: Scope) -> str:
+    """The route template, so metrics never get one label per URL someone made up."""
+    route: Any = scope.get("route")
+    if route is None:
+        return "unmatched"
+    path: str = route.path
+    return path
+
+
+async def _send_internal_error(send: Send, id_header: tuple[bytes, bytes]) -> None:
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(_INTERNAL_ERROR)).encode()),
+        id_header,
+    ]
+    await send({"type": "http.response.start", "status": 500, "headers": headers})
+    await send({"type": "http.response.body", "body": _INTERNAL_ERROR})

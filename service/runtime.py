@@ -1,0 +1,68 @@
+"""What the app holds once a model is verified: predictor, validator, key, metrics, docs."""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import sklearn
+from pydantic import TypeAdapter
+from starlette.datastructures import Headers
+
+from modelstore import LoadedModel, ModelStore
+from service.errors import UnauthorizedError
+from service.metrics import Metrics
+from service.predictor import Predictor
+from service.schema import request_adapter
+from service.settings import Settings
+
+
+def load_model(settings: Settings) -> LoadedModel:
+    """Resolve and verify exactly one version; any store error stops start-up."""
+    store = ModelStore(settings.model_dir)
+    ref = store.resolve(settings.model_name, settings.model_version)
+    return store.load(ref, runtime_versions={"scikit-learn": sklearn.__version__})
+
+
+@dataclass(frozen=True)
+class Runtime:
+    settings: Settings
+    loaded: LoadedModel
+    predictor: Predictor
+    validator: TypeAdapter[Any]
+    metrics: Metrics
+    api_key: bytes | None
+    model_ref: dict[str, Any]
+    metadata_json: bytes
+
+    @classmethod
+    def build(cls, settings: Settings, loaded: LoadedModel, metrics: Metrics) -> Runtime:
+        meta = loaded.metadata
+        return cls(
+            settings=settings,
+            loaded=loaded,
+            predictor=Predictor(loaded),
+            validator=request_adapter(meta, settings.max_batch_size),
+            metrics=metrics,
+            api_key=settings.api_key_bytes(),
+            model_ref={"name": meta.name, "version": meta.version},
+            metadata_json=orjson.dumps(meta.model_dump(mode="json")),
+        )
+
+    def authorize(self, headers: Headers) -> None:
+        """Accept `Authorization: Bearer <key>` or `X-API-Key: <key>`, compared in constant time."""
+        if self.api_key is None:
+            return
+        offered = headers.get("x-api-key")
+        if offered is None:
+            scheme, _, credential = headers.get("authorization", "").partition(" ")
+            if scheme.lower() == "bearer":
+                offered = credential.strip()
+        if not offered:
+            raise UnauthorizedError(
+                "missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key'"
+            )
+        if not hmac.compare_digest(offered.encode("utf-8", "surrogateescape"), self.api_key):
+            raise UnauthorizedError("invalid API key")

@@ -1,0 +1,63 @@
+"""Service configuration, read once from the environment (names as in the README)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class SettingsError(Exception):
+    """A configuration a user must fix before the service can start."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        case_sensitive=False, extra="ignore", protected_namespaces=(), frozen=True
+    )
+
+    model_dir: Path = Field(Path("models"), description="root of the model store")
+    model_name: str | None = Field(None, description="model to serve; default: the only one")
+    model_version: str = Field("latest", description="a version number or 'latest'")
+    api_key: SecretStr | None = Field(None, description="require this key on /predict and /model")
+    api_key_file: Path | None = Field(None, description="read the key from this file instead")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    workers: int = Field(1, ge=1, le=64)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "console"] = "console"
+    max_batch_size: int = Field(1000, ge=1)
+    max_body_bytes: int = Field(1_048_576, ge=64)
+    shutdown_timeout: float = Field(10.0, gt=0, description="seconds to finish in-flight requests")
+
+    def api_key_bytes(self) -> bytes | None:
+        """The configured key, if any; a key file wins over nothing, but not both at once."""
+        if self.api_key is not None and self.api_key_file is not None:
+            raise SettingsError("set API_KEY or API_KEY_FILE, not both")
+        if self.api_key_file is not None:
+            try:
+                key = self.api_key_file.read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise SettingsError(
+                    f"cannot read API_KEY_FILE {self.api_key_file}: {exc}"
+                ) from None
+            if not key:
+                raise SettingsError(f"API_KEY_FILE {self.api_key_file} is empty")
+            return key.encode()
+        if self.api_key is not None:
+            key = self.api_key.get_secret_value().strip()
+            if not key:
+                raise SettingsError("API_KEY is set but empty")
+            return key.encode()
+        return None
+
+
+def load_settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = str(first["loc"][0]).upper() if first["loc"] else "settings"
+        raise SettingsError(f"invalid {name}: {first['msg']}") from None
