@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import tempfile
+from types import FrameType
 
 import uvicorn
 
@@ -45,6 +47,9 @@ def main() -> int:
         "loop": "uvloop",
         "http": "httptools",
     }
+    # uvicorn drains in-flight requests on SIGTERM, then re-raises the signal to this handler:
+    # a requested, graceful stop exits 0 rather than dying by the signal.
+    signal.signal(signal.SIGTERM, _exit_quietly)
     if settings.workers == 1:
         uvicorn.run(create_app(settings, loaded), **common)  # type: ignore[arg-type]
         return 0
@@ -58,6 +63,10 @@ def main() -> int:
         **common,  # type: ignore[arg-type]
     )
     return 0
+
+
+def _exit_quietly(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
 
 
 if __name__ == "__main__":

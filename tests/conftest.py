@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import json
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -69,3 +71,10 @@ def mixed_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
         train(folder / "models", "--data", str(data), "--target", "label", "--name", "mixed") == 0
     )
     return folder / "models"
+
+
+@pytest.fixture(scope="session")
+def penguin_example(penguins_store: Path) -> dict[str, Any]:
+    meta = json.loads((penguins_store / "penguins" / "1" / "metadata.json").read_text())
+    example: dict[str, Any] = meta["example"]
+    return example

@@ -1,0 +1,133 @@
+"""The request validator built from a model's feature schema."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from modelstore import Feature, Metadata
+from service.schema import error_details, is_oversize_batch, openapi_components, request_adapter
+
+
+def metadata(features: list[Feature], example: dict[str, Any]) -> Metadata:
+    return Metadata.model_validate(
+        {
+            "format_version": 1,
+            "name": "unit",
+            "version": 3,
+            "created_at": datetime.now(UTC),
+            "task": "classification",
+            "target": "y",
+            "features": [f.model_dump() for f in features],
+            "classes": ["a", "b"],
+            "metrics": {},
+            "data": {"source": "x.csv", "rows": 10, "sha256": "0" * 64},
+            "split": {"test_size": 0.2, "train_rows": 8, "test_rows": 2},
+            "estimator": "linear:LogisticRegression",
+            "params": {},
+            "seed": 1,
+            "environment": {},
+            "git": {"commit": None, "dirty": None},
+            "artifact": {"file": "model.joblib", "sha256": "0" * 64, "bytes": 1},
+            "example": example,
+        }
+    )
+
+
+FEATURES = [
+    Feature(name="size", type="number", nullable=False),
+    Feature(name="count", type="integer", nullable=True),
+    Feature(name="on", type="boolean", nullable=False),
+    Feature(name="colour name", type="string", nullable=True, categories=["blue", "red"]),
+]
+GOOD = {"size": 1.5, "count": 3, "on": True, "colour name": "red"}
+META = metadata(FEATURES, GOOD)
+ADAPTER = request_adapter(META, max_batch_size=3)
+
+
+def errors_for(body: str) -> list[tuple[str, list[Any]]]:
+    with pytest.raises(ValidationError) as caught:
+        ADAPTER.validate_json(body)
+    return [(e["type"], e["loc"]) for e in error_details(caught.value)]
+
+
+def test_accepts_a_valid_instance_and_nulls_where_allowed() -> None:
+    body = '{"instances": [%s, {"size": 2, "count": null, "on": false, "colour name": null}]}'
+    parsed = ADAPTER.validate_json(body % __import__("json").dumps(GOOD))
+    assert parsed["instances"][0] == GOOD
+    assert parsed["instances"][1] == {"size": 2.0, "count": None, "on": False, "colour name": None}
+
+
+@pytest.mark.parametrize(
+    ("field", "raw", "kind"),
+    [
+        ("size", "NaN", "finite_number"),
+        ("size", "Infinity", "finite_number"),
+        ("size", "-Infinity", "finite_number"),
+        ("size", "1e400", "finite_number"),
+        ("size", '"1.5"', "float_type"),
+        ("size", "null", "float_type"),
+        ("size", "true", "float_type"),
+        ("count", "1.5", "int_type"),
+        ("count", "1" + "0" * 30, "less_than_equal"),
+        ("on", "1", "bool_type"),
+        ("on", '"true"', "bool_type"),
+        ("colour name", '"green"', "literal_error"),
+        ("colour name", "7", "literal_error"),
+    ],
+)
+def test_rejects_wrong_values_with_index_and_field(field: str, raw: str, kind: str) -> None:
+    import json
+
+    second = json.dumps(GOOD).replace(f'"{field}": {json.dumps(GOOD[field])}', f'"{field}": {raw}')
+    errors = errors_for(f'{{"instances": [{json.dumps(GOOD)}, {second}]}}')
+    assert errors == [(kind, ["body", "instances", 1, field])]
+
+
+def test_unknown_and_missing_fields() -> None:
+    import json
+
+    extra = json.dumps({**GOOD, "shape": "round"})
+    missing = json.dumps({k: v for k, v in GOOD.items() if k != "on"})
+    errors = errors_for(f'{{"instances": [{extra}, {missing}]}}')
+    assert ("extra_forbidden", ["body", "instances", 0, "shape"]) in errors
+    assert ("missing", ["body", "instances", 1, "on"]) in errors
+
+
+@pytest.mark.parametrize(
+    ("body", "kind"),
+    [
+        ("not json", "json_invalid"),
+        ("", "json_invalid"),
+        ("[]", "dict_type"),
+        ('{"instances": []}', "too_short"),
+        ('{"instances": {}}', "list_type"),
+        ('{"rows": []}', "missing"),
+    ],
+)
+def test_malformed_bodies(body: str, kind: str) -> None:
+    assert errors_for(body)[0][0] == kind
+
+
+def test_oversize_batch_is_recognised() -> None:
+    import json
+
+    with pytest.raises(ValidationError) as caught:
+        ADAPTER.validate_json(json.dumps({"instances": [GOOD] * 4}))
+    assert is_oversize_batch(caught.value)
+
+
+def test_openapi_components_name_features_and_carry_the_example() -> None:
+    request, components = openapi_components(META, ADAPTER)
+    instance = components["Instance"]
+    assert list(instance["properties"]) == ["size", "count", "on", "colour name"]
+    assert instance["properties"]["size"]["type"] == "number"
+    assert instance["properties"]["on"]["type"] == "boolean"
+    assert instance["additionalProperties"] is False
+    assert instance["examples"] == [GOOD]
+    assert request["examples"] == [{"instances": [GOOD]}]
+    assert request["properties"]["instances"]["maxItems"] == 3
+    assert set(components["Prediction"]["properties"]["probabilities"]["properties"]) == {"a", "b"}
