@@ -62,6 +62,7 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
             },
         )
         yield
+        runtime.dispatcher.close()
         if multiprocess_dir():
             multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
         log.info("stopped")

@@ -27,7 +27,7 @@ def multiprocess_dir() -> str | None:
 
 class Metrics:
     def __init__(self) -> None:
-        disable_created_metrics()  # the *_created series only add noise to every scrape
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series are noise
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(

@@ -7,7 +7,6 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
-from fastapi.concurrency import run_in_threadpool
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import ValidationError
 from starlette.responses import Response
@@ -23,12 +22,6 @@ from service.runtime import Runtime
 from service.schema import error_details, is_oversize_batch
 
 router = APIRouter()
-
-# Measured in `make bench` (README): at about 2 ms per call for the default pipeline, running on
-# the event loop and in the thread pool gave the same throughput, but only the pool keeps
-# /health answering while a slow model runs. Calls estimated under this budget stay on the loop,
-# where they skip the thread hand-off.
-INLINE_BUDGET_SECONDS = 0.0005
 
 
 def runtime_of(request: Request) -> Runtime:
@@ -80,12 +73,8 @@ async def predict(request: Request) -> Response:
             ) from None
         raise InvalidBodyError(error_details(exc)) from None
     instances = payload["instances"]
-    predictor = runtime.predictor
     started = time.perf_counter()
-    if predictor.estimated_seconds(len(instances)) <= INLINE_BUDGET_SECONDS:
-        predictions = predictor.predict(instances)
-    else:
-        predictions = await run_in_threadpool(predictor.predict, instances)
+    predictions = await runtime.dispatcher.predict(instances)
     runtime.metrics.model_seconds.observe(time.perf_counter() - started)
     runtime.metrics.predictions.labels(**runtime.model_ref).inc(len(instances))
     return Response(

@@ -12,6 +12,7 @@ from pydantic import TypeAdapter
 from starlette.datastructures import Headers
 
 from modelstore import LoadedModel, ModelStore
+from service.dispatch import Dispatcher
 from service.errors import UnauthorizedError
 from service.metrics import Metrics
 from service.predictor import Predictor
@@ -36,19 +37,22 @@ class Runtime:
     api_key: bytes | None
     model_ref: dict[str, Any]
     metadata_json: bytes
+    dispatcher: Dispatcher
 
     @classmethod
     def build(cls, settings: Settings, loaded: LoadedModel, metrics: Metrics) -> Runtime:
         meta = loaded.metadata
+        predictor = Predictor(loaded)
         return cls(
             settings=settings,
             loaded=loaded,
-            predictor=Predictor(loaded),
+            predictor=predictor,
             validator=request_adapter(meta, settings.max_batch_size),
             metrics=metrics,
             api_key=settings.api_key_bytes(),
             model_ref={"name": meta.name, "version": meta.version},
             metadata_json=orjson.dumps(meta.model_dump(mode="json")),
+            dispatcher=Dispatcher(predictor, max_rows_per_call=max(settings.max_batch_size, 256)),
         )
 
     def authorize(self, headers: Headers) -> None:

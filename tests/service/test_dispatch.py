@@ -1,0 +1,137 @@
+"""The dispatcher: lone requests on the loop, concurrent ones batched on the model thread."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from service.dispatch import Dispatcher
+
+
+class SlowModel:
+    """Stands in for Predictor: echoes each row's id, records every call and its thread."""
+
+    def __init__(self, seconds: float, fail: bool = False) -> None:
+        self.seconds = seconds
+        self.fail = fail
+        self.calls: list[tuple[int, str]] = []
+
+    def estimated_seconds(self, rows: int) -> float:
+        return self.seconds
+
+    def predict(self, instances: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        self.calls.append((len(instances), threading.current_thread().name))
+        time.sleep(self.seconds)
+        if self.fail:
+            raise RuntimeError("model exploded")
+        return [{"value": row["id"]} for row in instances]
+
+
+def rows(*ids: int) -> list[dict[str, Any]]:
+    return [{"id": i} for i in ids]
+
+
+def dispatcher(model: SlowModel, max_rows: int = 1000) -> Dispatcher:
+    return Dispatcher(model, max_rows_per_call=max_rows)  # type: ignore[arg-type]
+
+
+def test_a_lone_request_runs_on_the_loop() -> None:
+    model = SlowModel(0.01)
+    answer = asyncio.run(dispatcher(model).predict(rows(1, 2)))
+    assert answer == [{"value": 1}, {"value": 2}]
+    assert model.calls == [(2, threading.main_thread().name)]
+
+
+def test_concurrent_requests_are_batched_and_answered_in_order() -> None:
+    model = SlowModel(0.05)
+    dispatch = dispatcher(model)
+
+    async def main() -> list[list[dict[str, Any]]]:
+        return await asyncio.gather(*(dispatch.predict(rows(i, i + 100)) for i in range(20)))
+
+    answers = asyncio.run(main())
+    assert answers == [[{"value": i}, {"value": i + 100}] for i in range(20)]
+    assert sum(n for n, _ in model.calls) == 40
+    assert len(model.calls) < 20
+    assert all(name.startswith("model") for _, name in model.calls)
+    dispatch.close()
+
+
+def test_batches_respect_the_row_cap() -> None:
+    model = SlowModel(0.02)
+    dispatch = dispatcher(model, max_rows=5)
+
+    async def main() -> None:
+        await asyncio.gather(*(dispatch.predict(rows(1, 2)) for _ in range(10)))
+
+    asyncio.run(main())
+    assert max(n for n, _ in model.calls) <= 5
+    dispatch.close()
+
+
+def test_the_loop_stays_responsive_while_the_model_works() -> None:
+    model = SlowModel(0.3)
+    dispatch = dispatcher(model)
+
+    async def main() -> float:
+        work = [asyncio.ensure_future(dispatch.predict(rows(i))) for i in range(3)]
+        await asyncio.sleep(0.01)
+        started = time.perf_counter()
+        await asyncio.sleep(0.01)  # what a health check needs: one turn of the loop
+        lag = time.perf_counter() - started
+        await asyncio.gather(*work)
+        return lag
+
+    assert asyncio.run(main()) < 0.1
+    dispatch.close()
+
+
+def test_a_failing_model_fails_every_waiting_request() -> None:
+    dispatch = dispatcher(SlowModel(0.02, fail=True))
+
+    async def main() -> list[Any]:
+        return await asyncio.gather(
+            *(dispatch.predict(rows(i)) for i in range(4)), return_exceptions=True
+        )
+
+    results = asyncio.run(main())
+    assert all(isinstance(r, RuntimeError) for r in results)
+    dispatch.close()
+
+
+def test_cheap_models_always_run_inline() -> None:
+    model = SlowModel(0.0001)
+    dispatch = dispatcher(model)
+
+    async def main() -> None:
+        await asyncio.gather(*(dispatch.predict(rows(i)) for i in range(5)))
+
+    asyncio.run(main())
+    assert [name for _, name in model.calls] == [threading.main_thread().name] * 5
+
+
+@pytest.mark.parametrize("count", [1, 7])
+def test_batched_answers_match_the_real_model(penguins_store: Any, count: int) -> None:
+    from modelstore import ModelStore
+    from service.predictor import Predictor
+
+    store = ModelStore(penguins_store)
+    predictor = Predictor(store.load(store.resolve()))
+    example = dict(predictor.metadata.example)
+    variants = [{**example, "bill_length_mm": 35.0 + 2 * i} for i in range(count)]
+    dispatch = Dispatcher(predictor, max_rows_per_call=1000)
+
+    async def main() -> list[Any]:
+        return await asyncio.gather(*(dispatch.predict([v]) for v in variants))
+
+    answers = asyncio.run(main())
+    for variant, answer in zip(variants, answers, strict=True):
+        (alone,) = predictor.predict([variant])
+        assert answer[0]["label"] == alone["label"]
+        for key, p in alone["probabilities"].items():
+            assert answer[0]["probabilities"][key] == pytest.approx(p, rel=1e-12, abs=1e-15)
+    dispatch.close()
