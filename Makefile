@@ -1,34 +1,103 @@
-# Thin verbs over the real commands; `make help` lists them.
+# Thin verbs over the real commands; `make help` lists them. Run from the repository root.
 .DEFAULT_GOAL := help
 SHELL := /bin/bash
 
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+STAMP := $(VENV)/.installed-dev
 CONFIG ?=
 MODEL_DIR ?= models
 
-.PHONY: help install train-local test lint
+PROJECT_VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -n 1)
+GIT_SHA := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+IMAGE ?= sklearn-serve
+TRAIN_IMAGE ?= $(IMAGE)-train
+REGISTRY ?=
+# `make train` runs the trainer as you, so the versions it writes into ./models are yours.
+TRAIN_USER ?= $(shell id -u):$(shell id -g)
+MODELS_PATH ?= $(CURDIR)/models
+# These machines have no Docker bridge network: builds need the host's. Harmless elsewhere.
+DOCKER_BUILD_FLAGS ?= --network host
+BUILD_ARGS = --build-arg VERSION=$(PROJECT_VERSION) --build-arg REVISION=$(GIT_SHA) \
+	--build-arg CREATED=$$(date -u +%Y-%m-%dT%H:%M:%SZ) \
+	--build-arg SOURCE=$$(git remote get-url origin 2>/dev/null || echo local)
+
+.PHONY: help install run test train train-local serve build build-model push up down bench lint lock clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 $(STAMP): requirements/dev.txt
-	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11) and "Python 3.11 is required")'
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required (set PYTHON=...)")'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --require-hashes --no-deps -r requirements/dev.txt 2> >(grep -v "is ignored: it is neither" >&2)
 	touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install the project with its development tools (idempotent)
 
-train-local: $(STAMP) ## train a model in the local virtualenv (CONFIG=path picks a config)
+run: $(STAMP) ## train the default model if models/ has none, then serve it on 127.0.0.1:8000
+	@ls $(MODEL_DIR)/*/[0-9]*/metadata.json >/dev/null 2>&1 || $(MAKE) --no-print-directory train-local
+	MODEL_DIR=$(MODEL_DIR) $(PY) -m service
+
+serve: $(STAMP) ## serve an existing model locally (no training)
+	MODEL_DIR=$(MODEL_DIR) $(PY) -m service
+
+train-local: $(STAMP) ## train in the local virtualenv (CONFIG=path picks a config)
 	$(PY) -m training --models-dir $(MODEL_DIR) $(if $(CONFIG),--config $(CONFIG))
 
-test: $(STAMP) ## run the whole test suite
+test: $(STAMP) ## run the static checks and the whole test suite (container tests need Docker)
+	$(MAKE) --no-print-directory lint
 	$(PY) -m pytest
 
-lint: $(STAMP) ## formatter, linter, type checker
+lint: $(STAMP) ## formatter, linter, type checker, Dockerfile linter
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	@if command -v hadolint >/dev/null; then hadolint Dockerfile Dockerfile.train && echo "hadolint: ok"; \
+	else echo "hadolint not installed: Dockerfiles not linted here (CI installs it)"; fi
+
+bench: $(STAMP) ## benchmark the service against a bare baseline and print the table
+	$(PY) bench/run.py
+
+lock: $(STAMP) ## re-resolve the pinned, hashed lock files from pyproject.toml
+	$(VENV)/bin/uv pip compile -q pyproject.toml --python-version 3.11 --generate-hashes -o requirements/serve.txt
+	$(VENV)/bin/uv pip compile -q pyproject.toml --python-version 3.11 --generate-hashes --extra train -o requirements/train.txt
+	$(VENV)/bin/uv pip compile -q pyproject.toml --python-version 3.11 --generate-hashes --extra train --extra dev -o requirements/dev.txt
+
+build: ## build the serving and training images, tagged with the version, the commit and latest
+	docker build $(DOCKER_BUILD_FLAGS) $(BUILD_ARGS) -f Dockerfile \
+		-t $(IMAGE):$(PROJECT_VERSION) -t $(IMAGE):$(GIT_SHA) -t $(IMAGE):latest .
+	docker build $(DOCKER_BUILD_FLAGS) $(BUILD_ARGS) -f Dockerfile.train \
+		-t $(TRAIN_IMAGE):$(PROJECT_VERSION) -t $(TRAIN_IMAGE):$(GIT_SHA) -t $(TRAIN_IMAGE):latest .
+
+build-model: ## build a serving image with one model baked in: NAME=.. VERSION=.. (tag <name>-<version>)
+	@test -n "$(NAME)" -a -n "$(VERSION)" || { echo "usage: make build-model NAME=penguins VERSION=1"; exit 2; }
+	@test -f models/$(NAME)/$(VERSION)/metadata.json || { echo "no model at models/$(NAME)/$(VERSION)"; exit 2; }
+	docker build $(DOCKER_BUILD_FLAGS) $(BUILD_ARGS) -f Dockerfile --build-arg MODEL=models/$(NAME)/$(VERSION) \
+		-t $(IMAGE):$(NAME)-$(VERSION) -t $(IMAGE):$(NAME)-$(VERSION)-$(GIT_SHA) .
+
+push: ## push the tags of both images to REGISTRY=host/namespace
+	@test -n "$(REGISTRY)" || { echo "usage: make push REGISTRY=registry.example.com/team"; exit 2; }
+	for tag in $(PROJECT_VERSION) $(GIT_SHA) latest; do \
+		for image in $(IMAGE) $(TRAIN_IMAGE); do \
+			docker tag $$image:$$tag $(REGISTRY)/$$image:$$tag && docker push $(REGISTRY)/$$image:$$tag || exit 1; \
+		done; \
+	done
+
+train: ## train in the training image, adding a version to ./models (CONFIG=path picks a config)
+	@docker image inspect $(TRAIN_IMAGE):latest >/dev/null 2>&1 || $(MAKE) --no-print-directory build
+	mkdir -p "$(MODELS_PATH)"
+	docker run --rm --network none --user $(TRAIN_USER) -e GIT_COMMIT=$(GIT_SHA) \
+		-v "$(MODELS_PATH)":/models -v "$(CURDIR)":/workspace:ro -w /workspace \
+		$(TRAIN_IMAGE):latest $(if $(CONFIG),--config $(CONFIG))
+
+up: ## start the compose stack (trains the default model first if ./models has none)
+	mkdir -p models
+	UID=$$(id -u) GID=$$(id -g) docker compose up -d --build --wait
+
+down: ## stop the compose stack
+	docker compose down
+
+clean: ## remove the virtualenv and caches (models/ is kept)
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -15,7 +15,11 @@ class SettingsError(Exception):
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        case_sensitive=False, extra="ignore", protected_namespaces=(), frozen=True
+        case_sensitive=False,
+        extra="ignore",
+        protected_namespaces=(),
+        frozen=True,
+        env_ignore_empty=True,  # API_KEY= (as compose passes an unset key) means no key
     )
 
     model_dir: Path = Field(Path("models"), description="root of the model store")

@@ -45,6 +45,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--models-dir", type=Path, default=Path(os.environ.get("MODEL_DIR", "models"))
     )
     parser.add_argument("--seed", type=int, help="random seed for the split and the estimator")
+    parser.add_argument(
+        "--skip-if-present",
+        action="store_true",
+        help="do nothing if the store already holds a model (for compose's first start)",
+    )
     return parser.parse_args(argv)
 
 
@@ -232,6 +237,11 @@ def summary(metadata: Metadata, path: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.skip_if_present and any(
+        ModelStore(args.models_dir).versions(n) for n in ModelStore(args.models_dir).names()
+    ):
+        print(f"{args.models_dir} already holds a model; not training", file=sys.stderr)
+        return 0
     try:
         config = resolve_config(args)
         metadata, path = train(config, args.models_dir)

@@ -1,0 +1,71 @@
+# The slim serving image: locked serving dependencies, the service code, nothing else.
+# Builds with the classic builder and with BuildKit (no RUN --mount, heredocs or COPY --chmod).
+ARG PYTHON_IMAGE=python:3.11-slim
+
+FROM ${PYTHON_IMAGE} AS builder
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+# binutils only to strip debug symbols below; this stage is thrown away. Debian's version for
+# the base release is what we want, so it is not pinned (hadolint DL3008).
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install --yes --no-install-recommends binutils \
+    && rm -rf /var/lib/apt/lists/*
+COPY requirements/serve.txt /tmp/serve.txt
+# Hashed, pinned wheels only; then drop what serving never needs: pip and setuptools, the test
+# suites the scientific packages ship, and uvloop's 10 MB of debug symbols (only uvloop: the
+# patched libraries of the numpy and scipy wheels break when stripped).
+RUN python -m venv /opt/venv \
+    && /opt/venv/bin/pip install --require-hashes --no-deps --only-binary=:all: -r /tmp/serve.txt \
+    && /opt/venv/bin/pip uninstall --yes pip setuptools \
+    && find /opt/venv -depth -type d -name tests -exec rm -rf {} + \
+    && strip --strip-debug /opt/venv/lib/python3.11/site-packages/uvloop/*.so
+
+# One model version to bake in (MODEL=models/<name>/<version>), or none: then mount /models.
+FROM ${PYTHON_IMAGE} AS model
+ARG MODEL=
+COPY models/ /context/models/
+RUN mkdir -p /models \
+    && if [ -n "$MODEL" ]; then \
+         case "$MODEL" in models/*/*) ;; *) echo "MODEL must look like models/<name>/<version>" >&2; exit 1;; esac; \
+         test -f "/context/$MODEL/metadata.json" -a -f "/context/$MODEL/model.joblib" \
+           || { echo "no model at $MODEL in the build context" >&2; exit 1; }; \
+         mkdir -p "/models/$(dirname "${MODEL#models/}")" \
+           && cp -r "/context/$MODEL" "/models/${MODEL#models/}"; \
+       fi
+
+FROM ${PYTHON_IMAGE} AS runtime
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONPATH=/app \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    MODEL_DIR=/models \
+    HOST=0.0.0.0 \
+    PORT=8000 \
+    LOG_FORMAT=json
+RUN groupadd --system --gid 10001 app \
+    && useradd --system --uid 10001 --gid app --no-create-home --home-dir /nonexistent \
+       --shell /usr/sbin/nologin app
+COPY --from=builder /opt/venv /opt/venv
+WORKDIR /app
+COPY modelstore/ modelstore/
+COPY service/ service/
+RUN python -m compileall -q modelstore service
+COPY --from=model /models /models
+USER 10001:10001
+EXPOSE 8000
+HEALTHCHECK --interval=5s --timeout=3s --start-period=30s --retries=3 \
+    CMD ["python", "-m", "service.healthcheck"]
+CMD ["python", "-m", "service"]
+# Build facts last, so a new commit or date invalidates no layer above.
+ARG VERSION=0.0.0
+ARG REVISION=unknown
+ARG CREATED=unknown
+ARG SOURCE=unknown
+LABEL org.opencontainers.image.title="sklearn-serve" \
+      org.opencontainers.image.description="Serves one verified scikit-learn model over HTTP" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.created="${CREATED}" \
+      org.opencontainers.image.source="${SOURCE}" \
+      org.opencontainers.image.licenses="MIT"
