@@ -94,7 +94,7 @@ train: ## train in the training image, adding a version to ./models (CONFIG=path
 
 up: ## start the compose stack (trains the default model first if ./models has none)
 	mkdir -p models
-	UID=$$(id -u) GID=$$(id -g) docker compose up -d --build --wait
+	TRAIN_UID=$$(id -u) TRAIN_GID=$$(id -g) docker compose up -d --build --wait
 
 down: ## stop the compose stack
 	docker compose down

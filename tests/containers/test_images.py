@@ -1,0 +1,310 @@
+"""The real images: built, inspected, run with mounted and baked models, composed, linted."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+
+from tests.containers.conftest import IMAGE, TRAIN_IMAGE, Images, must, project_copy, run
+from tests.e2e.test_process import free_port
+
+pytestmark = pytest.mark.docker
+BASE_IMAGE = "python:3.11-slim"
+
+
+def start_container(image: str, names: list[str], port: int, *args: str) -> str:
+    name = f"ssv-test-{uuid.uuid4().hex[:8]}"
+    names.append(name)
+    must(
+        "docker",
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--network",
+        "host",
+        "-e",
+        "HOST=127.0.0.1",
+        "-e",
+        f"PORT={port}",
+        *args,
+        image,
+    )
+    return name
+
+
+def wait_ready(name: str, port: int, timeout: float = 60) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        try:
+            if httpx2.get(f"http://127.0.0.1:{port}/health/ready", timeout=1).status_code == 200:
+                return time.monotonic() - started
+        except httpx2.TransportError:
+            pass
+        state = must("docker", "inspect", "-f", "{{.State.Running}}", name).strip()
+        assert state == "true", run("docker", "logs", name).stdout
+        time.sleep(0.05)
+    raise AssertionError(f"{name} never became ready")
+
+
+def predict(port: int, example: dict[str, Any]) -> dict[str, Any]:
+    response = httpx2.post(
+        f"http://127.0.0.1:{port}/predict", json={"instances": [example]}, timeout=10
+    )
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def image_bytes(image: str) -> int:
+    return int(must("docker", "image", "inspect", "-f", "{{.Size}}", image).strip())
+
+
+def test_both_images_build_with_labels(images: Images) -> None:
+    labels = json.loads(
+        must("docker", "image", "inspect", "-f", "{{json .Config.Labels}}", images.serve)
+    )
+    for key in ("version", "revision", "created", "source"):
+        assert labels[f"org.opencontainers.image.{key}"] not in ("", "unknown"), key
+    assert labels["org.opencontainers.image.version"] == "0.1.0"
+    train_labels = must("docker", "image", "inspect", "-f", "{{json .Config.Labels}}", images.train)
+    assert "sklearn-serve-train" in train_labels
+    added_mb = (image_bytes(images.serve) - image_bytes(BASE_IMAGE)) / 1e6
+    print(f"\nserving image adds {added_mb:.0f} MB over {BASE_IMAGE}")
+    print(f"both images built in {images.build_seconds:.0f}s")
+    assert added_mb < 250
+
+
+def test_serving_image_is_lean_and_unprivileged(images: Images) -> None:
+    config = json.loads(must("docker", "image", "inspect", "-f", "{{json .Config}}", images.serve))
+    assert config["User"] == "10001:10001"
+    assert config["ExposedPorts"] == {"8000/tcp": {}}
+    assert config["Cmd"] == ["python", "-m", "service"]
+    assert "/health/ready" not in str(
+        config["Healthcheck"]
+    )  # the check lives in service.healthcheck
+    assert config["Healthcheck"]["Test"] == ["CMD", "python", "-m", "service.healthcheck"]
+    assert (
+        must(
+            "docker", "run", "--rm", "--network", "none", "--entrypoint", "id", images.serve, "-u"
+        ).strip()
+        == "10001"
+    )
+    # As root, to see everything: no compiler, no training or test code, no pandas, no pip cache.
+    script = (
+        "set -e; for tool in gcc cc g++ make; do ! command -v $tool; done; "
+        "test ! -e /app/training; test ! -e /app/tests; test ! -e /root/.cache/pip; "
+        "test -z \"$(find / -xdev -type d -path '*/pip/http*' -print -quit)\"; "
+        "! python -c 'import pandas'; ! /opt/venv/bin/python -m pip --version; echo clean"
+    )
+    result = run(
+        "docker",
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--user",
+        "0",
+        "--entrypoint",
+        "sh",
+        images.serve,
+        "-c",
+        script,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip().endswith("clean")
+
+
+def test_serves_a_mounted_model_and_turns_healthy(
+    images: Images,
+    store: Path,
+    penguin_example: dict[str, Any],
+    container_names: list[str],
+) -> None:
+    port = free_port()
+    started = time.monotonic()
+    name = start_container(images.serve, container_names, port, "-v", f"{store}:/models:ro")
+    wait_ready(name, port)
+    print(f"\ncold start, docker run to ready: {time.monotonic() - started:.2f}s")
+    answer = predict(port, penguin_example)
+    assert answer["model"] == {"name": "penguins", "version": 1}
+    assert answer["predictions"][0]["label"] == "Adelie"
+    deadline = time.monotonic() + 60
+    status = ""
+    while time.monotonic() < deadline and status != "healthy":
+        status = must("docker", "inspect", "-f", "{{.State.Health.Status}}", name).strip()
+        time.sleep(0.5)
+    assert status == "healthy"
+    logs = must("docker", "logs", name)
+    assert any(
+        json.loads(line).get("event") == "model ready"
+        for line in logs.splitlines()
+        if line.startswith("{")
+    )
+    must("docker", "stop", "-t", "20", name)
+    assert must("docker", "inspect", "-f", "{{.State.ExitCode}}", name).strip() == "0"
+
+
+def test_tampered_mounted_model_stops_the_container(images: Images, store: Path) -> None:
+    models = store
+    with (models / "penguins" / "1" / "model.joblib").open("r+b") as handle:
+        handle.seek(100)
+        handle.write(b"tampered")
+    result = run(
+        "docker",
+        "run",
+        "--rm",
+        "--network",
+        "host",
+        "-e",
+        f"PORT={free_port()}",
+        "-e",
+        "HOST=127.0.0.1",
+        "-v",
+        f"{models}:/models:ro",
+        images.serve,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert len(lines) == 1
+    assert lines[0]["level"] == "error"
+    assert lines[0]["model_dir"] == "/models"
+    assert "sha256 mismatch for /models/penguins/1/model.joblib" in lines[0]["reason"]
+
+
+def test_baked_model_image_needs_no_volume(
+    images: Images,
+    penguins_store: Path,
+    penguin_example: dict[str, Any],
+    tmp_path: Path,
+    container_names: list[str],
+) -> None:
+    context = project_copy(tmp_path / "context")
+    shutil.copytree(penguins_store / "penguins", context / "models" / "penguins")
+    must(
+        "make",
+        "build-model",
+        "NAME=penguins",
+        "VERSION=1",
+        f"IMAGE={IMAGE}",
+        cwd=context,
+        timeout=900,
+    )
+    baked = f"{IMAGE}:penguins-1"
+    port = free_port()
+    name = start_container(baked, container_names, port)
+    wait_ready(name, port)
+    assert predict(port, penguin_example)["predictions"][0]["label"] == "Adelie"
+    bad = run("make", "build-model", "NAME=herons", "VERSION=1", f"IMAGE={IMAGE}", cwd=context)
+    assert bad.returncode != 0
+    assert "no model at models/herons/1" in bad.stdout + bad.stderr
+
+
+def test_code_only_change_reuses_the_dependency_layers(images: Images, tmp_path: Path) -> None:
+    context = project_copy(tmp_path / "context")
+    init = context / "service" / "__init__.py"
+    init.write_text(init.read_text() + "# a code-only change\n")
+    started = time.monotonic()
+    output = must(
+        "docker", "build", "--network", "host", "-t", f"{IMAGE}:rebuild", str(context), timeout=600
+    )
+    seconds = time.monotonic() - started
+    print(f"\nrebuild after a code-only change: {seconds:.1f}s")
+    assert "pip install" not in output.split("COPY service/")[0].split("Using cache")[-1]
+    venv_layer = must("docker", "history", "--no-trunc", "-q", f"{IMAGE}:rebuild").splitlines()
+    original = must("docker", "history", "--no-trunc", "-q", images.serve).splitlines()
+    assert set(venv_layer) & set(original), "no layer reused"
+    assert output.count("Using cache") >= 5
+
+
+def test_make_train_writes_a_version_owned_by_the_caller(images: Images, tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    uid, gid = (4321, 4321) if os.geteuid() == 0 else (os.getuid(), os.getgid())
+    os.chown(models, uid, gid)
+    must(
+        "make",
+        "train",
+        f"TRAIN_IMAGE={TRAIN_IMAGE}",
+        f"TRAIN_USER={uid}:{gid}",
+        f"MODELS_PATH={models}",
+        timeout=300,
+    )
+    version = models / "penguins" / "1"
+    assert (version / "metadata.json").exists()
+    for path in (version, version / "model.joblib", version / "metadata.json"):
+        assert (path.stat().st_uid, path.stat().st_gid) == (uid, gid)
+    meta = json.loads((version / "metadata.json").read_text())
+    assert meta["git"]["commit"]  # passed in, since the image has no .git
+    must(
+        "make",
+        "train",
+        f"TRAIN_IMAGE={TRAIN_IMAGE}",
+        f"TRAIN_USER={uid}:{gid}",
+        f"MODELS_PATH={models}",
+        timeout=300,
+    )
+    assert sorted(
+        p.name for p in (models / "penguins").iterdir() if not p.name.startswith(".")
+    ) == ["1", "2"]
+
+
+def test_compose_up_waits_healthy_serves_and_cleans_up(
+    images: Images, penguin_example: dict[str, Any], tmp_path: Path
+) -> None:
+    context = project_copy(tmp_path / "stack")
+    project = f"ssvtest{uuid.uuid4().hex[:6]}"
+    port = free_port()
+    compose = [
+        "docker",
+        "compose",
+        "-p",
+        project,
+        "-f",
+        "compose.yaml",
+        "-f",
+        "tests/containers/compose.host.yaml",
+    ]
+    env = {"TEST_PORT": str(port), "TEST_IMAGE": IMAGE}
+    try:
+        up = run(*compose, "up", "-d", "--build", "--wait", cwd=context, timeout=900, **env)
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert (context / "models" / "penguins" / "1" / "metadata.json").exists()
+        assert predict(port, penguin_example)["model"]["name"] == "penguins"
+        inspect = json.loads(must("docker", "inspect", f"{project}-api-1"))[0]["HostConfig"]
+        assert inspect["ReadonlyRootfs"] is True
+        assert inspect["CapDrop"] == ["ALL"]
+        assert "no-new-privileges:true" in inspect["SecurityOpt"]
+        assert inspect["Memory"] > 0
+        assert inspect["RestartPolicy"]["Name"] == "unless-stopped"
+        # A second `up` finds the model and does not train again.
+        again = run(*compose, "up", "-d", "--wait", cwd=context, timeout=300, **env)
+        assert again.returncode == 0, again.stderr
+        assert sorted(
+            p.name for p in (context / "models" / "penguins").iterdir() if p.name.isdigit()
+        ) == ["1"]
+    finally:
+        down = run(*compose, "down", "--remove-orphans", cwd=context, timeout=300, **env)
+    assert down.returncode == 0, down.stderr
+    left = must(
+        "docker", "ps", "-a", "-q", "--filter", f"label=com.docker.compose.project={project}"
+    )
+    assert left.strip() == ""
+
+
+def test_hadolint_passes_on_both_dockerfiles() -> None:
+    if shutil.which("hadolint") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("hadolint is missing in CI (engine-up installs it)")
+        pytest.skip("hadolint not installed")
+    result = run("hadolint", "Dockerfile", "Dockerfile.train")
+    assert result.returncode == 0, result.stdout
