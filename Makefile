@@ -48,7 +48,7 @@ train-local: $(STAMP) ## train in the local virtualenv (CONFIG=path picks a conf
 
 test: $(STAMP) ## run the static checks and the whole test suite (container tests need Docker)
 	$(MAKE) --no-print-directory lint
-	$(PY) -m pytest
+	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP) ## formatter, linter, type checker, Dockerfile linter
 	$(VENV)/bin/ruff format --check .
