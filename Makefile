@@ -92,9 +92,9 @@ train: ## train in the training image, adding a version to ./models (CONFIG=path
 		-v "$(MODELS_PATH)":/models -v "$(CURDIR)":/workspace:ro -w /workspace \
 		$(TRAIN_IMAGE):latest $(if $(CONFIG),--config $(CONFIG))
 
-up: ## start the compose stack (trains the default model first if ./models has none)
+up: build ## start the compose stack (trains the default model first if ./models has none)
 	mkdir -p models
-	TRAIN_UID=$$(id -u) TRAIN_GID=$$(id -g) docker compose up -d --build --wait
+	TRAIN_UID=$$(id -u) TRAIN_GID=$$(id -g) docker compose up -d --no-build --wait
 
 down: ## stop the compose stack
 	docker compose down
