@@ -279,3 +279,12 @@ def test_api_key_from_file(
 def test_unknown_route_and_method(client: TestClient) -> None:
     assert client.get("/nope").json() == {"detail": "Not Found"}
     assert client.get("/predict").status_code == 405
+
+
+def test_openapi_version_is_the_project_version(client: TestClient) -> None:
+    import tomllib
+
+    from tests.conftest import ROOT
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert client.get("/openapi.json").json()["info"]["version"] == project["version"]

@@ -274,3 +274,14 @@ def test_identifier_columns_are_ignored(tmp_path: Path) -> None:
 def test_mixed_rows_helper_is_varied() -> None:
     rows = mixed_rows(50)
     assert {r[4] for r in rows} == {"big", "small"}
+
+
+def test_skip_if_present_trains_only_into_an_empty_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    models = tmp_path / "models"
+    assert train(models, "--skip-if-present") == 0
+    assert ModelStore(models).versions("penguins") == [1]
+    assert train(models, "--skip-if-present") == 0
+    assert ModelStore(models).versions("penguins") == [1]
+    assert "already holds a model; not training" in capsys.readouterr().err
