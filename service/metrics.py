@@ -48,7 +48,7 @@ class Metrics:
         )
         self.model_seconds = Histogram(
             "model_predict_duration_seconds",
-            "time inside the model per batch",
+            "time from a validated request to its predictions, waiting for the model included",
             buckets=LATENCY_BUCKETS,
             registry=r,
         )

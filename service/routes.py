@@ -76,7 +76,7 @@ async def predict(request: Request) -> Response:
     started = time.perf_counter()
     predictions = await runtime.dispatcher.predict(instances)
     runtime.metrics.model_seconds.observe(time.perf_counter() - started)
-    runtime.metrics.predictions.labels(**runtime.model_ref).inc(len(instances))
+    runtime.predictions_counter.inc(len(instances))
     return Response(
         orjson.dumps({"model": runtime.model_ref, "predictions": predictions}),
         media_type="application/json",

@@ -38,6 +38,7 @@ class Runtime:
     model_ref: dict[str, Any]
     metadata_json: bytes
     dispatcher: Dispatcher
+    predictions_counter: Any  # the labelled child of metrics.predictions, looked up once
 
     @classmethod
     def build(cls, settings: Settings, loaded: LoadedModel, metrics: Metrics) -> Runtime:
@@ -52,6 +53,7 @@ class Runtime:
             api_key=settings.api_key_bytes(),
             model_ref={"name": meta.name, "version": meta.version},
             metadata_json=orjson.dumps(meta.model_dump(mode="json")),
+            predictions_counter=metrics.predictions.labels(meta.name, meta.version),
             dispatcher=Dispatcher(predictor, max_rows_per_call=max(settings.max_batch_size, 256)),
         )
 
