@@ -191,7 +191,7 @@ class ModelStore:
                 metadata = describe(version, artifact)
                 _write_durably(staging / METADATA_FILE, metadata_json(metadata))
                 target = folder / str(version)
-                os.rename(staging, target)  # atomic; fails rather than replace a version
+                os.rename(staging, target)  # atomic; under the lock the target cannot exist
                 _fsync_dir(folder)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
