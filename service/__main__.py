@@ -29,13 +29,17 @@ def main() -> int:
         return 2
     configure_logging(settings.log_level, settings.log_format)
     # Fail fast with one line, before uvicorn starts: no traceback, never an unverified model.
+    # Exit 2 for a setting to fix, 1 for a model that cannot be served.
+    where = {"model_dir": str(settings.model_dir)}
     try:
         settings.api_key_bytes()
+    except SettingsError as exc:
+        log.error("start-up failed", extra={**where, "reason": str(exc)})
+        return 2
+    try:
         loaded = load_model(settings)
-    except (ModelStoreError, SettingsError) as exc:
-        log.error(
-            "start-up failed", extra={"model_dir": str(settings.model_dir), "reason": str(exc)}
-        )
+    except ModelStoreError as exc:
+        log.error("start-up failed", extra={**where, "reason": str(exc)})
         return 1
     common = {
         "host": settings.host,
