@@ -21,6 +21,7 @@ from sklearn.model_selection import train_test_split
 
 from modelstore import FORMAT_VERSION, ArtifactInfo, Metadata, ModelStore, ModelStoreError
 from modelstore.metadata import DataInfo, GitInfo, SplitInfo
+from modelstore.store import check_name
 from training.config import PACKAGE_DIR, TrainingConfig, load_config
 from training.data import Dataset, load_dataset
 from training.errors import QualityGateError, TrainingError
@@ -70,6 +71,7 @@ def resolve_config(args: argparse.Namespace) -> TrainingConfig:
         raise TrainingError("no data: give --data FILE --target COLUMN or a config with [data]")
     if config.name is None:
         config.name = re.sub(r"[^A-Za-z0-9._-]", "-", config.data.path.stem)[:64] or "model"
+    check_name(config.name)  # refuse a bad name before the fit, not after
     return config
 
 
@@ -111,6 +113,7 @@ def train(config: TrainingConfig, models_dir: Path) -> tuple[Metadata, Path]:
         lambda: score(pipeline, X_test, y_test, dataset.task),
     )
     check_gate(config.gate, metrics)
+    environment, git = runtime_environment(), git_info()  # outside the store's lock
 
     def describe(version: int, artifact: ArtifactInfo) -> Metadata:
         return Metadata(
@@ -132,8 +135,8 @@ def train(config: TrainingConfig, models_dir: Path) -> tuple[Metadata, Path]:
             estimator=f"{family}:{type(estimator).__name__}",
             params=effective_params(estimator, family, dataset.task),
             seed=config.seed,
-            environment=runtime_environment(),
-            git=git_info(),
+            environment=environment,
+            git=git,
             artifact=artifact,
             example=dataset.example,
         )
@@ -142,8 +145,8 @@ def train(config: TrainingConfig, models_dir: Path) -> tuple[Metadata, Path]:
         f"publishing to {store.root / name}",
         lambda: store.publish(name, pipeline, describe),
     )
-    metadata = store.load(ref).metadata
-    return metadata, ref.path
+    # Read back through the verifying path: a write that cannot be served never reports success.
+    return store.load(ref).metadata, ref.path
 
 
 def split(dataset: Dataset, config: TrainingConfig) -> tuple[Any, Any, Any, Any]:
