@@ -288,3 +288,19 @@ def test_openapi_version_is_the_project_version(client: TestClient) -> None:
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert client.get("/openapi.json").json()["info"]["version"] == project["version"]
+
+
+def test_a_model_failure_is_a_bare_500_with_the_request_id(
+    client: TestClient, penguin_example: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    def explode(instances: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        raise ValueError("secret internals")
+
+    client.app.state.runtime.dispatcher.predictor.predict = explode  # type: ignore[attr-defined]
+    response = client.post("/predict", json=body(penguin_example), headers={"X-Request-ID": "r-9"})
+    assert response.status_code == 500
+    assert response.json() == {"detail": "internal server error"}
+    assert response.headers["x-request-id"] == "r-9"
+    assert "secret" not in response.text
+    assert any("secret internals" in r.getMessage() or r.exc_info for r in caplog.records)
+    assert client.get("/health/live").status_code == 200
