@@ -1,12 +1,13 @@
 """The versioned model store shared by training (writes) and the service (reads)."""
 
-from modelstore.metadata import FORMAT_VERSION, ArtifactInfo, Feature, Metadata
+from modelstore.metadata import FORMAT_VERSION, ArtifactInfo, Feature, Metadata, class_key
 from modelstore.store import (
     LoadedModel,
     ModelNotFoundError,
     ModelRef,
     ModelStore,
     ModelStoreError,
+    StoreWriteError,
     VerificationError,
     sha256_file,
 )
@@ -21,6 +22,8 @@ __all__ = [
     "ModelRef",
     "ModelStore",
     "ModelStoreError",
+    "StoreWriteError",
     "VerificationError",
+    "class_key",
     "sha256_file",
 ]

@@ -7,7 +7,9 @@ from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-FORMAT_VERSION: Final = 1
+# 2: `example` holds typical values (medians, most frequent), not a training row, and
+#    `ignored_columns` lists the data columns training did not use. Format 1 still loads.
+FORMAT_VERSION: Final = 2
 
 FeatureType = Literal["number", "integer", "boolean", "string"]
 Task = Literal["classification", "regression"]
@@ -57,7 +59,7 @@ class ArtifactInfo(_Strict):
 
 
 class Metadata(_Strict):
-    format_version: Literal[1]
+    format_version: Literal[1, 2]
     name: ModelName
     version: int = Field(ge=1)
     created_at: datetime
@@ -75,6 +77,12 @@ class Metadata(_Strict):
     git: GitInfo
     artifact: ArtifactInfo
     example: dict[str, Any]
+    ignored_columns: list[str] = Field(default_factory=list)
+
+    @property
+    def example_is_typical(self) -> bool:
+        """Format 1 recorded a real training row as the example; it must never be shown."""
+        return self.format_version >= 2
 
     @model_validator(mode="after")
     def _consistent(self) -> Metadata:
@@ -87,4 +95,13 @@ class Metadata(_Strict):
             raise ValueError("a classifier needs at least two classes")
         if set(self.example) != set(names):
             raise ValueError("example must name exactly the features")
+        if set(self.ignored_columns) & set(names):
+            raise ValueError("a column cannot be both a feature and ignored")
         return self
+
+
+def class_key(label: Label) -> str:
+    """A class as a JSON object key: what `probabilities` uses (`true`, `3`, `Adelie`)."""
+    if isinstance(label, bool):
+        return "true" if label else "false"
+    return str(label)

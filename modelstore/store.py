@@ -40,6 +40,10 @@ class ModelNotFoundError(ModelStoreError):
     """The requested model or version does not exist."""
 
 
+class StoreWriteError(ModelStoreError):
+    """The store cannot be written: not a directory, no permission, disk full."""
+
+
 class VerificationError(ModelStoreError):
     """A version exists but cannot be trusted: bad metadata, wrong checksum, version skew."""
 
@@ -71,7 +75,7 @@ def sha256_file(path: Path) -> str:
 
 
 def check_name(name: str) -> str:
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise ModelStoreError(
             f"invalid model name {name!r}: use letters, digits, '.', '_' or '-' (at most 64)"
         )
@@ -87,14 +91,14 @@ class ModelStore:
     def names(self) -> list[str]:
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and _NAME.match(p.name))
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and _NAME.fullmatch(p.name))
 
     def versions(self, name: str) -> list[int]:
         folder = self.root / name
         if not folder.is_dir():
             return []
         return sorted(
-            int(p.name) for p in folder.iterdir() if p.is_dir() and _VERSION_DIR.match(p.name)
+            int(p.name) for p in folder.iterdir() if p.is_dir() and _VERSION_DIR.fullmatch(p.name)
         )
 
     def resolve(self, name: str | None = None, version: str | int = "latest") -> ModelRef:
@@ -164,6 +168,24 @@ class ModelStore:
             raise VerificationError(f"cannot unpickle {artifact}: {exc}") from None
         return LoadedModel(ref, metadata, estimator)
 
+    def check_writable(self, name: str) -> None:
+        """Refuse early (before a long fit) a store that publish could not write into.
+
+        Creates nothing: the nearest existing folder on the way must be a writable directory.
+        """
+        check_name(name)
+        path = self.root / name
+        while not path.exists():
+            if path.parent == path:
+                break
+            path = path.parent
+        if not path.is_dir():
+            raise StoreWriteError(
+                f"cannot write models into {self.root}: {path} is not a directory"
+            )
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise StoreWriteError(f"cannot write models into {self.root}: {path} is not writable")
+
     def publish(
         self, name: str, estimator: Any, describe: Callable[[int, ArtifactInfo], Metadata]
     ) -> ModelRef:
@@ -171,31 +193,51 @@ class ModelStore:
 
         Files are written into a hidden temporary folder beside the versions; the version
         number is claimed under an exclusive lock and the folder renamed into place, so a
-        version appears whole or not at all and concurrent publishers never collide.
+        version appears whole or not at all and concurrent publishers never collide. Any I/O
+        failure removes what this call created and raises StoreWriteError.
         """
         check_name(name)
         folder = self.root / name
-        folder.mkdir(parents=True, exist_ok=True)
-        staging = folder / f"{_TEMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        staging.mkdir()
+        created = not folder.exists()
         try:
-            buffer = io.BytesIO()
-            joblib.dump(estimator, buffer)
-            payload = buffer.getvalue()
-            _write_durably(staging / ARTIFACT_FILE, payload)
-            artifact = ArtifactInfo(
-                file=ARTIFACT_FILE, sha256=sha256_bytes(payload), bytes=len(payload)
-            )
-            with _locked(folder):
-                version = max(self.versions(name), default=0) + 1
-                metadata = describe(version, artifact)
-                _write_durably(staging / METADATA_FILE, metadata_json(metadata))
-                target = folder / str(version)
-                os.rename(staging, target)  # atomic; under the lock the target cannot exist
-                _fsync_dir(folder)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
+            folder.mkdir(parents=True, exist_ok=True)
+            staging = folder / f"{_TEMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            staging.mkdir()
+        except OSError as exc:
+            raise StoreWriteError(f"cannot write models into {self.root}: {_reason(exc)}") from None
+        try:
+            return self._publish_staged(name, folder, staging, estimator, describe)
+        except OSError as exc:
+            raise StoreWriteError(
+                f"cannot write model {name!r} into {self.root}: {_reason(exc)}; nothing published"
+            ) from None
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)  # gone already after a successful rename
+            if created:
+                _remove_if_unused(folder)
+
+    def _publish_staged(
+        self,
+        name: str,
+        folder: Path,
+        staging: Path,
+        estimator: Any,
+        describe: Callable[[int, ArtifactInfo], Metadata],
+    ) -> ModelRef:
+        buffer = io.BytesIO()
+        joblib.dump(estimator, buffer)
+        payload = buffer.getvalue()
+        _write_durably(staging / ARTIFACT_FILE, payload)
+        artifact = ArtifactInfo(
+            file=ARTIFACT_FILE, sha256=sha256_bytes(payload), bytes=len(payload)
+        )
+        with _locked(folder):
+            version = max(self.versions(name), default=0) + 1
+            metadata = describe(version, artifact)
+            _write_durably(staging / METADATA_FILE, metadata_json(metadata))
+            target = folder / str(version)
+            os.rename(staging, target)  # atomic; under the lock the target cannot exist
+            _fsync_dir(folder)
         return ModelRef(name, version, target)
 
 
@@ -226,11 +268,26 @@ def _parse_version(version: str | int) -> int | None:
         text = version.strip()
         if text == "latest":
             return None
-    if not _VERSION_DIR.match(text):
+    if not _VERSION_DIR.fullmatch(text):
         raise ModelNotFoundError(
             f"model version must be 'latest' or a positive integer, not {version!r}"
         )
     return int(text)
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
+def _remove_if_unused(folder: Path) -> None:
+    """Drop a model folder this publish created if no version landed in it (only the lock)."""
+    try:
+        entries = {p.name for p in folder.iterdir()}
+        if entries <= {_LOCK_FILE}:
+            (folder / _LOCK_FILE).unlink(missing_ok=True)
+            folder.rmdir()
+    except OSError:
+        pass  # another publisher is using it, or it is already gone
 
 
 def _write_durably(path: Path, data: bytes) -> None:

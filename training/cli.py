@@ -19,10 +19,17 @@ import numpy as np
 import sklearn
 from sklearn.model_selection import train_test_split
 
-from modelstore import FORMAT_VERSION, ArtifactInfo, Metadata, ModelStore, ModelStoreError
+from modelstore import (
+    FORMAT_VERSION,
+    ArtifactInfo,
+    Metadata,
+    ModelStore,
+    ModelStoreError,
+    StoreWriteError,
+)
 from modelstore.metadata import DataInfo, GitInfo, SplitInfo
 from modelstore.store import check_name
-from training.config import PACKAGE_DIR, TrainingConfig, load_config
+from training.config import PACKAGE_DIR, TrainingConfig, check_gate_task, load_config
 from training.data import Dataset, load_dataset
 from training.errors import QualityGateError, TrainingError
 from training.evaluate import check_gate, score
@@ -30,6 +37,7 @@ from training.pipeline import build_pipeline, effective_params, make_estimator
 
 EXIT_BAD_INPUT = 2
 EXIT_GATE = 3
+EXIT_STORE_WRITE = 4
 T = TypeVar("T")
 
 
@@ -93,12 +101,25 @@ def train(config: TrainingConfig, models_dir: Path) -> tuple[Metadata, Path]:
     if data_path is None or target is None or name is None:
         raise TrainingError("internal: train() needs a resolved config")
     store = ModelStore(models_dir)
+    store.check_writable(name)  # a store that cannot take the result fails before the fit
     dataset = step(
         f"reading {data_path}",
-        lambda: load_dataset(data_path, target, config.model.task, config.data.drop),
+        lambda: load_dataset(
+            data_path,
+            target,
+            config.model.task,
+            config.data.drop,
+            config.data.missing_values,
+            config.data.types,
+        ),
     )
     for note in dataset.notes:
         print(f"  note: {note}", file=sys.stderr)
+    if config.gate is not None:
+        try:
+            check_gate_task(config.gate.metric, dataset.task)
+        except ValueError as exc:
+            raise TrainingError(f"[gate] {exc}") from None
     family = config.model.estimator
     estimator = make_estimator(family, dataset.task, config.model.params, config.seed)
     pipeline = build_pipeline(dataset.features, estimator, family)
@@ -139,6 +160,7 @@ def train(config: TrainingConfig, models_dir: Path) -> tuple[Metadata, Path]:
             git=git,
             artifact=artifact,
             example=dataset.example,
+            ignored_columns=dataset.ignored,
         )
 
     ref = step(
@@ -251,6 +273,9 @@ def main(argv: list[str] | None = None) -> int:
     except QualityGateError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_GATE
+    except StoreWriteError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_STORE_WRITE
     except (TrainingError, ModelStoreError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

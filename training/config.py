@@ -16,7 +16,9 @@ DEFAULT_CONFIG = PACKAGE_DIR / "configs" / "default.toml"
 Estimator = Literal["linear", "random_forest", "hist_gradient_boosting"]
 TaskChoice = Literal["auto", "classification", "regression"]
 GateMetric = Literal["accuracy", "f1_macro", "roc_auc", "rmse", "mae", "r2"]
+ColumnType = Literal["number", "integer", "boolean", "string"]
 LOWER_IS_BETTER = frozenset({"rmse", "mae"})
+REGRESSION_METRICS = frozenset({"rmse", "mae", "r2"})
 
 
 class _Section(BaseModel):
@@ -27,6 +29,12 @@ class DataSection(_Section):
     path: Path | None = None
     target: str | None = None
     drop: list[str] = Field(default_factory=list, description="columns never used as features")
+    missing_values: list[str] = Field(
+        default_factory=list, description="extra cell values that mean missing, such as '?'"
+    )
+    types: dict[str, ColumnType] = Field(
+        default_factory=dict, description="column types that override inference"
+    )
 
 
 class ModelSection(_Section):
@@ -50,12 +58,16 @@ class TrainingConfig(_Section):
 
     @model_validator(mode="after")
     def _gate_fits_task(self) -> TrainingConfig:
-        if self.gate is None or self.model.task == "auto":
-            return self
-        regression_metric = self.gate.metric in {"rmse", "mae", "r2"}
-        if regression_metric != (self.model.task == "regression"):
-            raise ValueError(f"gate metric {self.gate.metric} does not apply to {self.model.task}")
+        if self.gate is not None and self.model.task != "auto":
+            check_gate_task(self.gate.metric, self.model.task)
         return self
+
+
+def check_gate_task(metric: str, task: str) -> None:
+    """A gate metric must be one the task computes; checked before any fitting."""
+    if (metric in REGRESSION_METRICS) != (task == "regression"):
+        fits = "rmse, mae or r2" if task == "regression" else "accuracy, f1_macro or roc_auc"
+        raise ValueError(f"gate metric {metric} does not apply to {task}: use {fits}")
 
 
 def load_config(path: Path | None) -> TrainingConfig:

@@ -1,8 +1,17 @@
-"""Reading a CSV and inferring the feature schema that the service will enforce."""
+"""Reading a CSV and inferring the feature schema that the service will enforce.
+
+Every cell is read as text first and typed here, not by pandas, so that the rules are ours and
+can be overridden per column: codes with leading zeros (`01234`) stay strings, `[data]
+missing_values` adds markers such as `?`, `[data.types]` forces a column's type, and columns
+that cannot help a model (constant, dates, near-unique text, numbers spoiled by a marker) are
+left out with a note rather than turned into a huge or useless list of categories.
+"""
 
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +25,21 @@ from training.errors import TrainingError
 # A numeric target with at most this many distinct integer values is taken as class labels.
 MAX_CLASSES_FOR_NUMERIC_TARGET = 20
 MIN_ROWS = 10
+# A text column with more distinct values than this, and than half its rows, is not categorical.
+MAX_CATEGORIES = 50
+# Share of a column's values that must look like numbers (or dates) for it to be taken as such.
+MOSTLY = 0.9
+# How many odd values in an otherwise numeric column still read as a missing-value marker.
+MAX_MARKERS = 5
+
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+_LEADING_ZERO = re.compile(r"[+-]?0[0-9]")
+_DATE = re.compile(
+    r"[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}([T ][0-9:.+-Z]*)?"
+    r"|[0-9]{1,2}[/.][0-9]{1,2}[/.][0-9]{2,4}( [0-9:]+)?"
+)
+_BOOLEAN = {"true": True, "false": False}
+_INT64 = (-(2**63), 2**63 - 1)
 
 
 @dataclass
@@ -27,16 +51,18 @@ class Dataset:
     rows: int
     sha256: str
     example: dict[str, Any]
+    ignored: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
 
-def read_csv(path: Path) -> pd.DataFrame:
+def read_csv(path: Path, missing_values: list[str] | None = None) -> pd.DataFrame:
+    """Every cell as text (or missing); pandas' usual markers plus the config's own."""
     if not path.exists():
         raise TrainingError(f"data file {path} not found")
     if not path.is_file():
         raise TrainingError(f"data path {path} is not a file")
     try:
-        frame = pd.read_csv(path)
+        frame = pd.read_csv(path, dtype=object, na_values=missing_values or None)
     except pd.errors.EmptyDataError:
         raise TrainingError(f"data file {path} is empty") from None
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
@@ -46,17 +72,27 @@ def read_csv(path: Path) -> pd.DataFrame:
         raise TrainingError(f"cannot read data file {path}: {exc.strerror}") from None
     if frame.empty:
         raise TrainingError(f"data file {path} has a header but no rows")
+    frame.columns = [str(c) for c in frame.columns]
     return frame
 
 
-def load_dataset(path: Path, target: str, task: str, drop: list[str]) -> Dataset:
-    frame = read_csv(path)
+def load_dataset(
+    path: Path,
+    target: str,
+    task: str,
+    drop: list[str],
+    missing_values: list[str] | None = None,
+    types: Mapping[str, str] | None = None,
+) -> Dataset:
+    frame = read_csv(path, missing_values)
+    types = dict(types or {})
     if target not in frame.columns:
-        columns = ", ".join(map(str, frame.columns))
-        raise TrainingError(f"target column {target!r} not in {path.name} (columns: {columns})")
-    unknown = [c for c in drop if c not in frame.columns]
-    if unknown:
-        raise TrainingError(f"cannot drop unknown column(s) {', '.join(unknown)}")
+        known = ", ".join(map(str, frame.columns))
+        raise TrainingError(f"target column {target!r} not in {path.name} (columns: {known})")
+    for what, named in (("drop", drop), ("set the type of", list(types))):
+        unknown = [c for c in named if c not in frame.columns]
+        if unknown:
+            raise TrainingError(f"cannot {what} unknown column(s) {', '.join(unknown)}")
     notes: list[str] = []
     labelled = frame[frame[target].notna()]
     if labelled.empty:
@@ -65,7 +101,9 @@ def load_dataset(path: Path, target: str, task: str, drop: list[str]) -> Dataset
         notes.append(f"dropped {len(frame) - len(labelled)} rows without a {target!r} value")
     if len(labelled) < MIN_ROWS:
         raise TrainingError(f"only {len(labelled)} labelled rows; at least {MIN_ROWS} are needed")
-    y_series = labelled[target]
+    y_series = typed_column(
+        target, labelled[target], types.get(target) or infer_type(labelled[target])
+    )
     if y_series.nunique() < 2:
         raise TrainingError(
             f"target column {target!r} has a single value ({y_series.iloc[0]!r}): nothing to learn"
@@ -74,17 +112,22 @@ def load_dataset(path: Path, target: str, task: str, drop: list[str]) -> Dataset
     y = target_values(y_series, task, target)
 
     features: list[Feature] = []
-    for column in labelled.columns:
-        if column == target or column in drop:
+    columns: dict[str, pd.Series] = {}
+    ignored = [c for c in drop if c != target]
+    for name in labelled.columns:
+        if name == target or name in drop:
             continue
-        feature, note = infer_feature(str(column), labelled[column])
+        feature, column, note = infer_feature(name, labelled[name], types.get(name))
         if note:
             notes.append(note)
-        if feature is not None:
+        if feature is None:
+            ignored.append(name)
+        else:
             features.append(feature)
+            columns[name] = column
     if not features:
         raise TrainingError(f"no usable feature columns besides {target!r}")
-    X = feature_matrix(labelled, features)
+    X = feature_matrix(columns, features)
     return Dataset(
         features=features,
         X=X,
@@ -92,9 +135,69 @@ def load_dataset(path: Path, target: str, task: str, drop: list[str]) -> Dataset
         task=task,
         rows=len(labelled),
         sha256=sha256_file(path),
-        example=pick_example(X, features),
+        example=typical_row(columns, features),
+        ignored=ignored,
         notes=notes,
     )
+
+
+def infer_type(raw: pd.Series) -> str:
+    """The narrowest type every present value fits: boolean, integer, number, else string."""
+    present = raw.dropna().astype(str)
+    if present.empty:
+        return "string"
+    if present.str.lower().isin(list(_BOOLEAN)).all():
+        return "boolean"
+    if present.str.fullmatch(_INTEGER).all():
+        if present.str.match(_LEADING_ZERO).any():
+            return "string"  # codes such as zip codes: 01234 is not the number 1234
+        values = present.map(int)
+        in_range = bool(values.between(*_INT64).all())
+        # An integer column with gaps stays a number, as pandas (and so most clients) sends it.
+        return "integer" if in_range and len(present) == len(raw) else "number"
+    numbers = pd.to_numeric(present, errors="coerce")
+    if numbers.notna().all() and np.isfinite(numbers.to_numpy(dtype=float)).all():
+        return "number"
+    return "string"
+
+
+def typed_column(name: str, raw: pd.Series, kind: str) -> pd.Series:
+    """Text cells as typed Python values (missing as None); a declared type must fit every cell."""
+
+    def convert(value: Any) -> Any:
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return None
+        text = str(value)
+        if kind == "string":
+            return text
+        if kind == "boolean":
+            return _BOOLEAN[text.strip().lower()]
+        number = float(text)
+        if not math.isfinite(number):
+            raise ValueError(text)
+        if kind == "integer":
+            if not _INTEGER.fullmatch(text.strip()):
+                raise ValueError(text)
+            return int(text)
+        return number
+
+    values = []
+    for row, value in enumerate(raw.tolist()):
+        try:
+            values.append(convert(value))
+        except (KeyError, ValueError, OverflowError):
+            raise TrainingError(
+                f"column {name!r} is read as {kind} but row {row + 1} holds {str(value)[:40]!r}: "
+                "fix the value, list it in [data] missing_values, or set [data.types]"
+            ) from None
+    dtypes: dict[str, Any] = {
+        "number": "float64",
+        "integer": "Int64",
+        "boolean": "boolean",
+        "string": object,
+    }
+    typed: pd.Series = pd.Series(values, index=raw.index, dtype=dtypes[kind], name=name)
+    return typed
 
 
 def infer_task(y: pd.Series) -> str:
@@ -121,45 +224,70 @@ def target_values(y: pd.Series, task: str, name: str) -> np.ndarray[Any, Any]:
     return y.astype(str).to_numpy(dtype=object)
 
 
-def infer_feature(name: str, column: pd.Series) -> tuple[Feature | None, str | None]:
-    present = column.dropna()
-    nullable = len(present) < len(column)
+def infer_feature(
+    name: str, raw: pd.Series, declared: str | None = None
+) -> tuple[Feature | None, pd.Series, str | None]:
+    """The feature for one column, or None with the reason it is left out."""
+    present = raw.dropna().astype(str)
     if present.empty:
-        return None, f"ignored column {name!r}: it has no values"
-    if pd.api.types.is_bool_dtype(column) or all(isinstance(v, bool | np.bool_) for v in present):
-        return Feature(name=name, type="boolean", nullable=nullable), None
-    if pd.api.types.is_integer_dtype(column):
-        return Feature(name=name, type="integer", nullable=nullable), None
-    if pd.api.types.is_numeric_dtype(column):
-        return Feature(name=name, type="number", nullable=nullable), None
-    text = present.astype(str)
-    distinct = text.nunique()
-    if distinct == len(column) and len(column) >= 20:
-        return None, f"ignored column {name!r}: every value is different, like an identifier"
-    categories = sorted(text.unique().tolist())
-    return Feature(name=name, type="string", nullable=nullable, categories=categories), None
+        return None, raw, f"ignored column {name!r}: it has no values"
+    kind = declared or infer_type(raw)
+    column = typed_column(name, raw, kind)
+    nullable = len(present) < len(raw)
+    distinct = column.nunique()
+    if distinct == 1 and not declared:
+        return None, column, f"ignored column {name!r}: its only value is {present.iloc[0]!r}"
+    if kind != "string":
+        return Feature(name=name, type=kind, nullable=nullable), column, None
+    if not declared:
+        reason = _not_categorical(name, present, len(raw))
+        if reason:
+            return None, column, reason
+    categories = sorted(present.unique().tolist())
+    return Feature(name=name, type="string", nullable=nullable, categories=categories), column, None
+
+
+def _not_categorical(name: str, present: pd.Series, rows: int) -> str | None:
+    keep = f'set [data.types] {name} = "string" to keep it as categories'
+    numbers = pd.to_numeric(present, errors="coerce")
+    odd = present[numbers.isna()]
+    if len(odd) and numbers.notna().mean() >= MOSTLY and odd.nunique() <= MAX_MARKERS:
+        shown = ", ".join(repr(v) for v in sorted(odd.unique())[:MAX_MARKERS])
+        return (
+            f"ignored column {name!r}: numbers except for {shown} in {len(odd)} rows; "
+            f"list those in [data] missing_values to use it as a number, or {keep}"
+        )
+    if present.str.fullmatch(_DATE).mean() >= MOSTLY:
+        return f"ignored column {name!r}: it holds dates; derive features from them, or {keep}"
+    distinct = present.nunique()
+    if distinct == rows and rows >= 20:
+        return f"ignored column {name!r}: every value is different, like an identifier"
+    if distinct > MAX_CATEGORIES and distinct > rows / 2:
+        return (
+            f"ignored column {name!r}: {distinct} distinct values in {rows} rows are too many "
+            f"to learn from as categories; {keep}"
+        )
+    return None
 
 
 def feature_matrix(
-    frame: pd.DataFrame, features: list[Feature]
+    columns: Mapping[str, pd.Series], features: list[Feature]
 ) -> np.ndarray[Any, np.dtype[np.object_]]:
     """Rows as plain Python values in feature order, missing as NaN: exactly what serving sends."""
-    columns = []
-    for feature in features:
-        column = frame[feature.name]
+    first = next(iter(columns.values()))
+    matrix = np.empty((len(first), len(features)), dtype=object)
+    for index, feature in enumerate(features):
+        column = columns[feature.name]
         if feature.type == "number":
-            values = [float(v) for v in column.to_numpy(dtype=float)]
+            values: list[Any] = [float(v) for v in column.to_numpy(dtype=float, na_value=math.nan)]
         else:
             values = [_plain(v, feature.type) for v in column.tolist()]
-        columns.append(values)
-    matrix = np.empty((len(frame), len(features)), dtype=object)
-    for index, values in enumerate(columns):
         matrix[:, index] = values
     return matrix
 
 
 def _plain(value: Any, kind: str) -> Any:
-    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
         return math.nan
     if kind == "boolean":
         return bool(value)
@@ -168,13 +296,22 @@ def _plain(value: Any, kind: str) -> Any:
     return str(value)
 
 
-def pick_example(
-    X: np.ndarray[Any, np.dtype[np.object_]], features: list[Feature]
-) -> dict[str, Any]:
-    """The first complete row (or the first row), as JSON values, to show in the API docs."""
+def typical_row(columns: Mapping[str, pd.Series], features: list[Feature]) -> dict[str, Any]:
+    """An example instance for the API docs made of medians and most frequent values.
 
-    def missing(v: Any) -> bool:
-        return isinstance(v, float) and math.isnan(v)
-
-    row = next((r for r in X if not any(missing(v) for v in r)), X[0])
-    return {f.name: (None if missing(v) else v) for f, v in zip(features, row, strict=True)}
+    Never a real row: the docs are public even when predictions need a key, and training data
+    may be private.
+    """
+    example: dict[str, Any] = {}
+    for feature in features:
+        present = columns[feature.name].dropna()
+        if feature.type == "number":
+            example[feature.name] = float(np.round(present.astype(float).median(), 6))
+        elif feature.type == "integer":
+            example[feature.name] = int(np.round(present.astype(float).median()))
+        else:
+            counts = present.value_counts()
+            top = counts[counts == counts.max()].index
+            value = sorted(top.tolist(), key=str)[0]
+            example[feature.name] = bool(value) if feature.type == "boolean" else str(value)
+    return example

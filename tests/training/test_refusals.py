@@ -1,0 +1,86 @@
+"""Mistakes caught before the fit, and write failures that leave nothing behind."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import pytest
+
+import modelstore.store
+from tests.conftest import mixed_rows, train, write_csv
+
+
+def errors_of(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line.startswith("error: ")]
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    return write_csv(
+        tmp_path / "mixed.csv", ["size", "colour", "flag", "age", "label"], mixed_rows(80)
+    )
+
+
+def test_a_name_with_a_trailing_newline_is_refused_before_fitting(
+    tmp_path: Path, data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    models = tmp_path / "models"
+    code = train(models, "--data", str(data), "--target", "label", "--name", "evil\n")
+    err = capsys.readouterr().err
+    assert code == 2
+    assert errors_of(err) == [
+        "error: invalid model name 'evil\\n': use letters, digits, '.', '_' or '-' (at most 64)"
+    ]
+    assert "fitting" not in err
+    assert not models.exists()
+
+
+def test_a_models_dir_under_a_file_is_refused_before_fitting(
+    tmp_path: Path, data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = train(Path("/dev/null/x"), "--data", str(data), "--target", "label")
+    err = capsys.readouterr().err
+    assert code == 4
+    (line,) = errors_of(err)
+    assert line == "error: cannot write models into /dev/null/x: /dev/null is not a directory"
+    assert "fitting" not in err
+    assert "Traceback" not in err
+
+
+def test_a_full_disk_while_publishing_is_one_line_and_leaves_nothing(
+    tmp_path: Path, data: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full(path: Path, payload: bytes) -> None:
+        path.write_bytes(payload[:10])  # a partial file, as a full disk leaves
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(modelstore.store, "_write_durably", full)
+    models = tmp_path / "models"
+    code = train(models, "--data", str(data), "--target", "label", "--name", "full")
+    err = capsys.readouterr().err
+    assert code == 4
+    (line,) = errors_of(err)
+    assert line == f"error: cannot write model 'full' into {models}: No space left on device; " + (
+        "nothing published"
+    )
+    assert "Traceback" not in err
+    assert list(models.iterdir()) == []  # no version, no staging folder, no empty model folder
+
+
+def test_a_gate_metric_for_the_other_task_is_a_config_error_before_fitting(
+    tmp_path: Path, data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "gate.toml"
+    config.write_text(
+        f'[data]\npath = "{data}"\ntarget = "label"\n[gate]\nmetric = "rmse"\nthreshold = 1.0\n'
+    )
+    models = tmp_path / "models"
+    code = train(models, "--config", str(config))
+    err = capsys.readouterr().err
+    assert code == 2
+    (line,) = errors_of(err)
+    assert "gate metric rmse does not apply to classification" in line
+    assert "fitting" not in err
+    assert not models.exists()
