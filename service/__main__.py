@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -46,7 +47,7 @@ def main() -> int:
         "port": settings.port,
         "log_config": None,
         "access_log": False,
-        "timeout_graceful_shutdown": int(settings.shutdown_timeout),
+        "timeout_graceful_shutdown": settings.shutdown_grace_seconds,
         "server_header": False,
         "loop": "uvloop",
         "http": "httptools",
@@ -57,8 +58,13 @@ def main() -> int:
     if settings.workers == 1:
         uvicorn.run(create_app(settings, loaded), **common)  # type: ignore[arg-type]
         return 0
-    # Several processes: each loads the (already verified) model in its own lifespan, and
-    # metrics are shared through files so /metrics reports the whole server.
+    # Several processes: each worker loads the model in its own lifespan, and metrics are shared
+    # through files so /metrics reports the whole server. Every worker, including one uvicorn
+    # restarts later, must serve the version verified here, not whatever `latest` is by then.
+    os.environ["MODEL_NAME"] = loaded.ref.name
+    os.environ["MODEL_VERSION"] = str(loaded.ref.version)
+    del loaded  # the supervisor never predicts: it keeps no copy of the model
+    gc.collect()
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="service-metrics-"))
     uvicorn.run(
         "service.app:create_worker_app",

@@ -31,11 +31,14 @@ ERROR_SCHEMA = {
     "required": ["detail"],
     "properties": {"detail": {"description": "a message, or a list of field errors for 422"}},
 }
+AUTH_ERROR = "missing or wrong API key (only when a key is configured)"
 PREDICT_ERRORS = {
-    "401": "missing or wrong API key (only when a key is configured)",
+    "401": AUTH_ERROR,
     "413": "body over MAX_BODY_BYTES or batch over MAX_BATCH_SIZE",
     "415": "body is not declared as JSON",
-    "422": "body does not match the schema; `loc` is body, instances, index, field",
+    "422": "body does not match the schema, or the model's answer for an instance is not finite; "
+    "`loc` is body, instances, index, field",
+    "503": "model not loaded yet, or too many requests waiting (see Retry-After)",
 }
 
 
@@ -115,6 +118,10 @@ def openapi_builder(app: FastAPI) -> Callable[[], dict[str, Any]]:
                 for code, text in PREDICT_ERRORS.items()
             },
         }
+        paths = schema["paths"]
+        paths["/model"]["get"]["responses"]["401"] = _error(AUTH_ERROR)
+        paths["/model"]["get"]["responses"]["503"] = _error("model not loaded yet")
+        paths["/health/ready"]["get"]["responses"]["503"] = _error("model not loaded yet")
         if runtime.api_key is not None:
             schema["components"]["securitySchemes"] = {
                 "bearer": {"type": "http", "scheme": "bearer"},
@@ -127,6 +134,10 @@ def openapi_builder(app: FastAPI) -> Callable[[], dict[str, Any]]:
         return schema
 
     return build
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"description": description, "content": _json_ref("Error")}
 
 
 def _json_ref(name: str) -> dict[str, Any]:

@@ -41,6 +41,10 @@ class NotReadyError(ServiceError):
     status = 503
 
 
+class OverloadedError(ServiceError):
+    status = 503
+
+
 def json_response(status: int, content: Any, headers: dict[str, str] | None = None) -> Response:
     return Response(
         orjson.dumps(content), status_code=status, headers=headers, media_type="application/json"

@@ -34,11 +34,26 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(payload, default=str).decode()
 
 
+# Control characters (a path may carry %0a) are shown escaped, so no one can forge a log line.
+_CONTROL = {code: f"\\x{code:02x}" for code in [*range(32), 127]}
+
+
+def _console_value(value: Any) -> str:
+    text = str(value)
+    if not text or any(c in text for c in ' "=\\') or text != text.translate(_CONTROL):
+        # Quoted and escaped as JSON: a value can neither break the line nor pose as a field.
+        return orjson.dumps(text).decode()
+    return text
+
+
 class ConsoleFormatter(logging.Formatter):
+    """`HH:MM:SS LEVEL message key=value ...`: one line per record, whatever the values hold."""
+
     def format(self, record: logging.LogRecord) -> str:
         stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
-        extras = " ".join(f"{k}={v}" for k, v in _fields(record).items())
-        line = f"{stamp} {record.levelname:<7} {record.getMessage()} {extras}".rstrip()
+        extras = " ".join(f"{k}={_console_value(v)}" for k, v in _fields(record).items())
+        message = record.getMessage().translate(_CONTROL)
+        line = f"{stamp} {record.levelname:<7} {message} {extras}".rstrip()
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line

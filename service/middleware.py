@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
 import uuid
 from typing import Any
 
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.metrics import Metrics
@@ -15,6 +17,9 @@ from service.metrics import Metrics
 log = logging.getLogger("service.request")
 _GOOD_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _INTERNAL_ERROR = b'{"detail":"internal server error"}'
+_SHUTTING_DOWN = b'{"detail":"server shutting down: the request was cut at the shutdown deadline"}'
+# nginx's code for a client that closed the connection before the answer: not a server error.
+CLIENT_CLOSED = 499
 
 
 class RequestContext:
@@ -44,12 +49,23 @@ class RequestContext:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except ClientDisconnect:
+            status = CLIENT_CLOSED
+            log.info(
+                "client disconnected before its request was read", extra={"request_id": request_id}
+            )
+        except asyncio.CancelledError:
+            # uvicorn cancels what is still running at the end of SHUTDOWN_TIMEOUT. Answer in
+            # our own shape and end quietly: re-raising would make uvicorn log a traceback.
+            status = 503
+            if not response_started:
+                await _send_error(send, id_header, 503, _SHUTTING_DOWN, close=True)
         except Exception:
             # Full detail goes to the log only; the client learns nothing about internals.
             log.exception("unhandled error", extra={"request_id": request_id})
             status = 500
             if not response_started:
-                await _send_internal_error(send, id_header)
+                await _send_error(send, id_header, 500, _INTERNAL_ERROR)
         finally:
             seconds = time.perf_counter() - started
             route = _route(scope)
@@ -79,17 +95,28 @@ def _request_id(scope: Scope) -> str:
 def _route(scope: Scope) -> str:
     """The route template, so metrics never get one label per URL someone made up."""
     route: Any = scope.get("route")
-    if route is None:
-        return "unmatched"
-    path: str = route.path
-    return path
+    if route is not None:
+        path: str = route.path
+        return path
+    # Plain Starlette routes (the docs) set only the endpoint; find the route that owns it.
+    endpoint, app = scope.get("endpoint"), scope.get("app")
+    if endpoint is not None and app is not None:
+        for candidate in getattr(app, "routes", ()):
+            if getattr(candidate, "endpoint", None) is endpoint:
+                found: str = candidate.path
+                return found
+    return "unmatched"
 
 
-async def _send_internal_error(send: Send, id_header: tuple[bytes, bytes]) -> None:
+async def _send_error(
+    send: Send, id_header: tuple[bytes, bytes], status: int, body: bytes, close: bool = False
+) -> None:
     headers = [
         (b"content-type", b"application/json"),
-        (b"content-length", str(len(_INTERNAL_ERROR)).encode()),
+        (b"content-length", str(len(body)).encode()),
         id_header,
     ]
-    await send({"type": "http.response.start", "status": 500, "headers": headers})
-    await send({"type": "http.response.body", "body": _INTERNAL_ERROR})
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

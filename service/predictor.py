@@ -10,9 +10,17 @@ from typing import Any
 import numpy as np
 import sklearn
 
-from modelstore import LoadedModel
+from modelstore import LoadedModel, class_key
 
 _NAN = math.nan
+
+
+class NonFinitePredictionError(Exception):
+    """The model produced NaN or infinity for these rows (inputs beyond what it can handle)."""
+
+    def __init__(self, rows: list[int]) -> None:
+        super().__init__(f"non-finite prediction for rows {rows}")
+        self.rows = rows
 
 
 class Predictor:
@@ -27,7 +35,7 @@ class Predictor:
             self.classes = [
                 c.item() if isinstance(c, np.generic) else c for c in self.estimator.classes_
             ]
-            self.class_keys = [_json_key(c) for c in self.classes]
+            self.class_keys = [class_key(c) for c in self.classes]
         self.fixed_cost, self.row_cost = self._measure()
 
     def rows(self, instances: list[dict[str, Any]]) -> np.ndarray[Any, np.dtype[np.object_]]:
@@ -40,11 +48,18 @@ class Predictor:
 
     def predict(self, instances: list[dict[str, Any]]) -> list[dict[str, Any]]:
         X = self.rows(instances)
-        # Inputs are already validated as finite, so scikit-learn may skip its own checks.
-        with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
+        # Inputs are already validated as finite, so scikit-learn may skip its own checks. Huge
+        # inputs may still overflow inside the model: the result is checked instead of warned.
+        with (
+            sklearn.config_context(assume_finite=True, skip_parameter_validation=True),
+            np.errstate(all="ignore"),
+        ):
             if not self.is_classifier:
-                return [{"value": v} for v in self.estimator.predict(X).tolist()]
+                values = self.estimator.predict(X)
+                _check_finite(values)
+                return [{"value": v} for v in values.tolist()]
             proba = self.estimator.predict_proba(X)
+        _check_finite(proba)
         best = proba.argmax(axis=1).tolist()
         keys, classes = self.class_keys, self.classes
         return [
@@ -72,7 +87,9 @@ class Predictor:
         return one, max(0.0, (many - one) / 63)
 
 
-def _json_key(label: Any) -> str:
-    if isinstance(label, bool):
-        return "true" if label else "false"
-    return str(label)
+def _check_finite(values: np.ndarray[Any, Any]) -> None:
+    """JSON has no infinity: huge but finite inputs can overflow a linear model."""
+    finite = np.isfinite(values)
+    if not finite.all():
+        bad = ~finite if finite.ndim == 1 else ~finite.all(axis=1)
+        raise NonFinitePredictionError(np.flatnonzero(bad).tolist())

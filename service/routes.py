@@ -18,8 +18,9 @@ from service.errors import (
     UnsupportedMediaTypeError,
     json_response,
 )
+from service.predictor import NonFinitePredictionError
 from service.runtime import Runtime
-from service.schema import error_details, is_oversize_batch
+from service.schema import error_details, is_oversize_batch, non_finite_details
 
 router = APIRouter()
 
@@ -71,10 +72,13 @@ async def predict(request: Request) -> Response:
             raise PayloadTooLargeError(
                 f"batch larger than MAX_BATCH_SIZE ({runtime.settings.max_batch_size} instances)"
             ) from None
-        raise InvalidBodyError(error_details(exc)) from None
+        raise InvalidBodyError(error_details(exc, runtime.nullable)) from None
     instances = payload["instances"]
     started = time.perf_counter()
-    predictions = await runtime.dispatcher.predict(instances)
+    try:
+        predictions = await runtime.dispatcher.predict(instances)
+    except NonFinitePredictionError as exc:
+        raise InvalidBodyError(non_finite_details(exc.rows)) from None
     runtime.metrics.model_seconds.observe(time.perf_counter() - started)
     runtime.predictions_counter.inc(len(instances))
     return Response(

@@ -33,6 +33,7 @@ class Runtime:
     loaded: LoadedModel
     predictor: Predictor
     validator: TypeAdapter[Any]
+    nullable: frozenset[str]
     metrics: Metrics
     api_key: bytes | None
     model_ref: dict[str, Any]
@@ -49,20 +50,26 @@ class Runtime:
             loaded=loaded,
             predictor=predictor,
             validator=request_adapter(meta, settings.max_batch_size),
+            nullable=frozenset(f.name for f in meta.features if f.nullable),
             metrics=metrics,
             api_key=settings.api_key_bytes(),
             model_ref={"name": meta.name, "version": meta.version},
             metadata_json=orjson.dumps(meta.model_dump(mode="json")),
             predictions_counter=metrics.predictions.labels(meta.name, meta.version),
-            dispatcher=Dispatcher(predictor, max_rows_per_call=max(settings.max_batch_size, 256)),
+            dispatcher=Dispatcher(
+                predictor,
+                max_rows_per_call=max(settings.max_batch_size, 256),
+                max_queue=settings.max_queue,
+            ),
         )
 
     def authorize(self, headers: Headers) -> None:
         """Accept `Authorization: Bearer <key>` or `X-API-Key: <key>`, compared in constant time."""
         if self.api_key is None:
             return
-        offered = headers.get("x-api-key")
-        if offered is None:
+        # An empty X-API-Key (some proxies add one) must not hide a Bearer token.
+        offered = headers.get("x-api-key", "").strip()
+        if not offered:
             scheme, _, credential = headers.get("authorization", "").partition(" ")
             if scheme.lower() == "bearer":
                 offered = credential.strip()
@@ -70,5 +77,6 @@ class Runtime:
             raise UnauthorizedError(
                 "missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key'"
             )
-        if not hmac.compare_digest(offered.encode("utf-8", "surrogateescape"), self.api_key):
+        # Starlette decodes header bytes as Latin-1: encoding back gives exactly what was sent.
+        if not hmac.compare_digest(offered.encode("latin-1"), self.api_key):
             raise UnauthorizedError("invalid API key")

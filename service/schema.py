@@ -7,12 +7,13 @@ second validation of the response.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+import math
+from typing import Annotated, Any, Literal, NotRequired
 
 from pydantic import ConfigDict, Field, Strict, TypeAdapter, ValidationError
 from typing_extensions import TypedDict
 
-from modelstore import Feature, Metadata
+from modelstore import Feature, Metadata, class_key
 
 FiniteNumber = Annotated[float, Strict(), Field(allow_inf_nan=False)]
 # Bounded so every accepted integer converts to a float without overflow inside the model.
@@ -44,7 +45,10 @@ def feature_type(feature: Feature) -> Any:
 
 
 def instance_type(metadata: Metadata) -> Any:
-    return _typed_dict("Instance", {f.name: feature_type(f) for f in metadata.features})
+    fields = {f.name: feature_type(f) for f in metadata.features}
+    # Columns training left out may come along (a DataFrame minus its target) and are ignored.
+    fields.update(dict.fromkeys(metadata.ignored_columns, NotRequired[Any]))
+    return _typed_dict("Instance", fields)
 
 
 def request_adapter(metadata: Metadata, max_batch_size: int) -> TypeAdapter[Any]:
@@ -58,14 +62,57 @@ def is_oversize_batch(exc: ValidationError) -> bool:
     return any(e["type"] == "too_long" and e["loc"] == ("instances",) for e in exc.errors())
 
 
-def error_details(exc: ValidationError) -> list[dict[str, Any]]:
+def error_details(exc: ValidationError, nullable: frozenset[str]) -> list[dict[str, Any]]:
     """FastAPI's 422 shape, with `loc` as body, instances, index, field; never the input."""
     details = []
-    for error in exc.errors(include_url=False, include_context=False, include_input=False):
-        details.append({"type": error["type"], "loc": ["body", *error["loc"]], "msg": error["msg"]})
+    for error in exc.errors(include_url=False, include_context=False):
+        message = error["msg"]
+        value, loc = error.get("input"), error["loc"]
+        if isinstance(value, float) and math.isnan(value) and len(loc) >= 3:
+            # pandas writes a gap as NaN; the API wants null, and only where training saw gaps.
+            if loc[2] in nullable:
+                message += "; send null for a missing value"
+            else:
+                message += "; this feature had no missing values in training, so it needs one"
+        details.append({"type": error["type"], "loc": ["body", *loc], "msg": message})
         if len(details) == MAX_REPORTED_ERRORS:
             break
     return details
+
+
+def non_finite_details(rows: list[int]) -> list[dict[str, Any]]:
+    return [
+        {
+            "type": "non_finite_prediction",
+            "loc": ["body", "instances", row],
+            "msg": "the model's prediction for this instance is not a finite number: "
+            "its values are beyond what the model can handle",
+        }
+        for row in rows[:MAX_REPORTED_ERRORS]
+    ]
+
+
+def docs_example(metadata: Metadata) -> dict[str, Any]:
+    """The instance shown in the docs: typical values, never a real training row.
+
+    Format 1 metadata recorded a training row as its example, so for those versions the example
+    is made from the schema alone.
+    """
+    if metadata.example_is_typical:
+        return dict(metadata.example)
+    placeholder = {"number": 0.0, "integer": 0, "boolean": False}
+    return {
+        f.name: (f.categories or [""])[0] if f.type == "string" else placeholder[f.type]
+        for f in metadata.features
+    }
+
+
+def label_schema(metadata: Metadata) -> dict[str, Any]:
+    classes = metadata.classes or []
+    json_types = {bool: "boolean", int: "integer", float: "number", str: "string"}
+    kinds = sorted({json_types[type(c)] for c in classes})
+    kind: Any = kinds[0] if len(kinds) == 1 else kinds
+    return {"type": kind, "enum": classes, "description": "the most probable class"}
 
 
 def openapi_components(
@@ -76,22 +123,29 @@ def openapi_components(
     components: dict[str, Any] = schema.pop("$defs", {})
     instance = components["Instance"]
     instance["description"] = f"One row of features for {metadata.name} v{metadata.version}."
-    instance["examples"] = [metadata.example]
+    example = docs_example(metadata)
+    instance["examples"] = [example]
     for feature in metadata.features:
         prop = instance["properties"][feature.name]
         prop["description"] = f"{feature.type}{', may be null' if feature.nullable else ''}"
-    schema["examples"] = [{"instances": [metadata.example]}]
+    for name in metadata.ignored_columns:
+        instance["properties"][name]["description"] = "not used by the model: accepted, ignored"
+    schema["examples"] = [{"instances": [example]}]
     components["PredictRequest"] = schema
     if metadata.task == "classification":
         prediction = {
             "type": "object",
             "required": ["label", "probabilities"],
             "properties": {
-                "label": {"description": "the most probable class"},
+                "label": label_schema(metadata),
                 "probabilities": {
                     "type": "object",
-                    "description": "probability of each class",
-                    "properties": {str(c): {"type": "number"} for c in metadata.classes or []},
+                    "description": "probability of each class, keyed by the class as JSON text "
+                    '(true/false for a boolean target, 3 as the key "3")',
+                    "required": [class_key(c) for c in metadata.classes or []],
+                    "properties": {
+                        class_key(c): {"type": "number"} for c in metadata.classes or []
+                    },
                 },
             },
         }

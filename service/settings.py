@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Literal
 
@@ -34,7 +35,17 @@ class Settings(BaseSettings):
     log_format: Literal["json", "console"] = "console"
     max_batch_size: int = Field(1000, ge=1)
     max_body_bytes: int = Field(1_048_576, ge=64)
-    shutdown_timeout: float = Field(10.0, gt=0, description="seconds to finish in-flight requests")
+    max_queue: int = Field(
+        256, ge=1, description="requests waiting for the model thread before 503 and Retry-After"
+    )
+    shutdown_timeout: float = Field(
+        10.0, gt=0, description="seconds to finish in-flight requests (rounded up to whole seconds)"
+    )
+
+    @property
+    def shutdown_grace_seconds(self) -> int:
+        """uvicorn takes whole seconds; rounding down would turn 0.5 into no grace at all."""
+        return math.ceil(self.shutdown_timeout)
 
     def api_key_bytes(self) -> bytes | None:
         """The configured key, if any; a key file wins over nothing, but not both at once."""
@@ -49,13 +60,23 @@ class Settings(BaseSettings):
                 ) from None
             if not key:
                 raise SettingsError(f"API_KEY_FILE {self.api_key_file} is empty")
-            return key.encode()
+            return _header_safe(key, f"the key in API_KEY_FILE {self.api_key_file}")
         if self.api_key is not None:
             key = self.api_key.get_secret_value().strip()
             if not key:
                 raise SettingsError("API_KEY is set but empty")
-            return key.encode()
+            return _header_safe(key, "API_KEY")
         return None
+
+
+def _header_safe(key: str, where: str) -> bytes:
+    """HTTP headers carry bytes that servers read as Latin-1, so only printable ASCII can match."""
+    if not (key.isascii() and key.isprintable()):
+        raise SettingsError(
+            f"{where} must be printable ASCII: a header cannot carry other characters, "
+            "so such a key could never match"
+        )
+    return key.encode("ascii")
 
 
 def load_settings() -> Settings:

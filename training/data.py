@@ -102,7 +102,7 @@ def load_dataset(
     if len(labelled) < MIN_ROWS:
         raise TrainingError(f"only {len(labelled)} labelled rows; at least {MIN_ROWS} are needed")
     y_series = typed_column(
-        target, labelled[target], types.get(target) or infer_type(labelled[target])
+        target, labelled[target], types.get(target) or infer_type(frame[target])
     )
     if y_series.nunique() < 2:
         raise TrainingError(
@@ -117,7 +117,9 @@ def load_dataset(
     for name in labelled.columns:
         if name == target or name in drop:
             continue
-        feature, column, note = infer_feature(name, labelled[name], types.get(name))
+        # Typed on the whole file, as a pandas user sees it: a column with gaps is a number.
+        kind = types.get(name) or infer_type(frame[name])
+        feature, column, note = infer_feature(name, labelled[name], kind, name in types)
         if note:
             notes.append(note)
         if feature is None:
@@ -225,13 +227,12 @@ def target_values(y: pd.Series, task: str, name: str) -> np.ndarray[Any, Any]:
 
 
 def infer_feature(
-    name: str, raw: pd.Series, declared: str | None = None
+    name: str, raw: pd.Series, kind: str, declared: bool = False
 ) -> tuple[Feature | None, pd.Series, str | None]:
     """The feature for one column, or None with the reason it is left out."""
     present = raw.dropna().astype(str)
     if present.empty:
         return None, raw, f"ignored column {name!r}: it has no values"
-    kind = declared or infer_type(raw)
     column = typed_column(name, raw, kind)
     nullable = len(present) < len(raw)
     distinct = column.nunique()

@@ -10,14 +10,19 @@ from typing import Any
 import pytest
 
 from service.dispatch import Dispatcher
+from service.errors import OverloadedError
 
 
 class SlowModel:
-    """Stands in for Predictor: echoes each row's id, records every call and its thread."""
+    """Stands in for Predictor: echoes each row's id, records every call and its thread.
 
-    def __init__(self, seconds: float, fail: bool = False) -> None:
+    It raises on every call with `fail`, and on any call holding the row id `poison`.
+    """
+
+    def __init__(self, seconds: float, fail: bool = False, poison: int | None = None) -> None:
         self.seconds = seconds
         self.fail = fail
+        self.poison = poison
         self.calls: list[tuple[int, str]] = []
 
     def estimated_seconds(self, rows: int) -> float:
@@ -26,7 +31,7 @@ class SlowModel:
     def predict(self, instances: list[dict[str, Any]]) -> list[dict[str, Any]]:
         self.calls.append((len(instances), threading.current_thread().name))
         time.sleep(self.seconds)
-        if self.fail:
+        if self.fail or any(row["id"] == self.poison for row in instances):
             raise RuntimeError("model exploded")
         return [{"value": row["id"]} for row in instances]
 
@@ -39,8 +44,8 @@ def dispatcher(model: SlowModel, max_rows: int = 1000) -> Dispatcher:
     return Dispatcher(model, max_rows_per_call=max_rows)  # type: ignore[arg-type]
 
 
-def test_a_lone_request_runs_on_the_loop() -> None:
-    model = SlowModel(0.01)
+def test_a_lone_short_request_runs_on_the_loop() -> None:
+    model = SlowModel(0.002)
     answer = asyncio.run(dispatcher(model).predict(rows(1, 2)))
     assert answer == [{"value": 1}, {"value": 2}]
     assert model.calls == [(2, threading.main_thread().name)]
@@ -87,6 +92,58 @@ def test_the_loop_stays_responsive_while_the_model_works() -> None:
         return lag
 
     assert asyncio.run(main()) < 0.1
+    dispatch.close()
+
+
+def test_a_lone_long_request_leaves_the_loop_free() -> None:
+    model = SlowModel(0.3)
+    dispatch = dispatcher(model)
+
+    async def main() -> float:
+        work = asyncio.ensure_future(dispatch.predict(rows(1)))
+        await asyncio.sleep(0.05)
+        started = time.perf_counter()
+        await asyncio.sleep(0)  # a probe's turn of the loop
+        lag = time.perf_counter() - started
+        assert await work == [{"value": 1}]
+        return lag
+
+    assert asyncio.run(main()) < 0.1
+    assert [name for _, name in model.calls] == ["model_0"]
+    dispatch.close()
+
+
+def test_one_faulty_request_fails_alone_when_batched() -> None:
+    model = SlowModel(0.02, poison=3)
+    dispatch = dispatcher(model)
+
+    async def main() -> list[Any]:
+        return await asyncio.gather(
+            *(dispatch.predict(rows(i)) for i in range(6)), return_exceptions=True
+        )
+
+    results = asyncio.run(main())
+    assert isinstance(results[3], RuntimeError)
+    assert [r for i, r in enumerate(results) if i != 3] == [[{"value": i}] for i in (0, 1, 2, 4, 5)]
+    assert any(n > 1 for n, _ in model.calls)  # they were batched before the retry
+    dispatch.close()
+
+
+def test_a_full_queue_answers_overloaded_with_retry_after() -> None:
+    dispatch = Dispatcher(SlowModel(0.05), max_rows_per_call=1, max_queue=3)  # type: ignore[arg-type]
+
+    async def main() -> list[Any]:
+        return await asyncio.gather(
+            *(dispatch.predict(rows(i)) for i in range(8)), return_exceptions=True
+        )
+
+    results = asyncio.run(main())
+    refused = [r for r in results if isinstance(r, OverloadedError)]
+    assert refused and all(r.headers == {"Retry-After": "1"} for r in refused)
+    assert [r for r in results if not isinstance(r, Exception)] == [
+        [{"value": i}] for i in range(8) if not isinstance(results[i], Exception)
+    ]
+    assert len(refused) < 8
     dispatch.close()
 
 

@@ -12,10 +12,10 @@ from modelstore import Feature, Metadata
 from service.schema import error_details, is_oversize_batch, openapi_components, request_adapter
 
 
-def metadata(features: list[Feature], example: dict[str, Any]) -> Metadata:
+def metadata(features: list[Feature], example: dict[str, Any], **changes: Any) -> Metadata:
     return Metadata.model_validate(
         {
-            "format_version": 1,
+            "format_version": 2,
             "name": "unit",
             "version": 3,
             "created_at": datetime.now(UTC),
@@ -33,6 +33,7 @@ def metadata(features: list[Feature], example: dict[str, Any]) -> Metadata:
             "git": {"commit": None, "dirty": None},
             "artifact": {"file": "model.joblib", "sha256": "0" * 64, "bytes": 1},
             "example": example,
+            **changes,
         }
     )
 
@@ -51,7 +52,7 @@ ADAPTER = request_adapter(META, max_batch_size=3)
 def errors_for(body: str) -> list[tuple[str, list[Any]]]:
     with pytest.raises(ValidationError) as caught:
         ADAPTER.validate_json(body)
-    return [(e["type"], e["loc"]) for e in error_details(caught.value)]
+    return [(e["type"], e["loc"]) for e in error_details(caught.value, frozenset({"count"}))]
 
 
 def test_accepts_a_valid_instance_and_nulls_where_allowed() -> None:
@@ -131,3 +132,46 @@ def test_openapi_components_name_features_and_carry_the_example() -> None:
     assert request["examples"] == [{"instances": [GOOD]}]
     assert request["properties"]["instances"]["maxItems"] == 3
     assert set(components["Prediction"]["properties"]["probabilities"]["properties"]) == {"a", "b"}
+
+
+def test_a_format_1_training_row_is_never_shown_in_the_docs() -> None:
+    old = metadata(FEATURES, GOOD, format_version=1)
+    request, components = openapi_components(old, request_adapter(old, 3))
+    placeholder = {"size": 0.0, "count": 0, "on": False, "colour name": "blue"}
+    assert components["Instance"]["examples"] == [placeholder]
+    assert request["examples"] == [{"instances": [placeholder]}]
+
+
+def test_nan_from_pandas_gets_a_hint_to_send_null() -> None:
+    body = '{"instances": [{"size": NaN, "count": NaN, "on": true, "colour name": "red"}]}'
+    with pytest.raises(ValidationError) as caught:
+        ADAPTER.validate_json(body)
+    messages = {e["loc"][-1]: e["msg"] for e in error_details(caught.value, frozenset({"count"}))}
+    assert messages["count"].endswith("; send null for a missing value")
+    assert messages["size"].endswith("had no missing values in training, so it needs one")
+
+
+def test_columns_training_ignored_are_accepted_and_dropped() -> None:
+    meta = metadata(FEATURES, GOOD, ignored_columns=["customer_id"])
+    adapter = request_adapter(meta, 3)
+    parsed = adapter.validate_python({"instances": [{**GOOD, "customer_id": "c-17"}]})
+    assert parsed["instances"][0]["size"] == 1.5
+    with pytest.raises(ValidationError):  # other unknown columns are still errors
+        adapter.validate_python({"instances": [{**GOOD, "other": 1}]})
+    _, components = openapi_components(meta, adapter)
+    assert "customer_id" not in components["Instance"].get("required", [])
+
+
+@pytest.mark.parametrize(
+    ("classes", "keys", "kind"),
+    [([False, True], {"false", "true"}, "boolean"), ([1, 3], {"1", "3"}, "integer")],
+)
+def test_probability_keys_in_the_schema_match_the_responses(
+    classes: list[Any], keys: set[str], kind: str
+) -> None:
+    meta = metadata(FEATURES, GOOD, classes=classes)
+    _, components = openapi_components(meta, request_adapter(meta, 3))
+    prediction = components["Prediction"]["properties"]
+    assert set(prediction["probabilities"]["properties"]) == keys
+    assert prediction["label"]["type"] == kind
+    assert prediction["label"]["enum"] == classes
