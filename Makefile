@@ -19,6 +19,7 @@ TRAIN_USER ?= $(shell id -u):$(shell id -g)
 MODELS_PATH ?= $(CURDIR)/models
 # These machines have no Docker bridge network: builds need the host's. Harmless elsewhere.
 DOCKER_BUILD_FLAGS ?= --network host
+COMPOSE ?= docker compose
 BUILD_ARGS = --build-arg VERSION=$(PROJECT_VERSION) --build-arg REVISION=$(GIT_SHA) \
 	--build-arg CREATED=$$(date -u +%Y-%m-%dT%H:%M:%SZ) \
 	--build-arg SOURCE=$$(git remote get-url origin 2>/dev/null || echo local)
@@ -43,8 +44,9 @@ run: $(STAMP) ## train the default model if models/ has none, then serve it on 1
 serve: $(STAMP) ## serve an existing model locally (no training)
 	MODEL_DIR=$(MODEL_DIR) $(PY) -m service
 
-train-local: $(STAMP) ## train in the local virtualenv (CONFIG=path picks a config)
-	$(PY) -m training --models-dir $(MODEL_DIR) $(if $(CONFIG),--config $(CONFIG))
+train-local: $(STAMP) ## train in the local virtualenv (CONFIG=.., or DATA=.. TARGET=.., as for train)
+	$(PY) -m training --models-dir $(MODEL_DIR) $(if $(CONFIG),--config $(CONFIG)) \
+		$(if $(DATA),--data $(DATA)) $(if $(TARGET),--target $(TARGET)) $(if $(NAME),--name $(NAME))
 
 test: $(STAMP) ## run the static checks and the whole test suite (container tests need Docker)
 	$(MAKE) --no-print-directory lint
@@ -71,11 +73,15 @@ build: ## build the serving and training images, tagged with the version, the co
 	docker build $(DOCKER_BUILD_FLAGS) $(BUILD_ARGS) -f Dockerfile.train \
 		-t $(TRAIN_IMAGE):$(PROJECT_VERSION) -t $(TRAIN_IMAGE):$(GIT_SHA) -t $(TRAIN_IMAGE):latest .
 
+# The context is a tar of exactly what the image needs plus the one version, so the rest of
+# the model store never travels to the Docker engine (.dockerignore keeps models/ out of `build`).
 build-model: ## build a serving image with one model baked in: NAME=.. VERSION=.. (tag <name>-<version>)
 	@test -n "$(NAME)" -a -n "$(VERSION)" || { echo "usage: make build-model NAME=penguins VERSION=1"; exit 2; }
 	@test -f models/$(NAME)/$(VERSION)/metadata.json || { echo "no model at models/$(NAME)/$(VERSION)"; exit 2; }
-	docker build $(DOCKER_BUILD_FLAGS) $(BUILD_ARGS) -f Dockerfile --build-arg MODEL=models/$(NAME)/$(VERSION) \
-		-t $(IMAGE):$(NAME)-$(VERSION) -t $(IMAGE):$(NAME)-$(VERSION)-$(GIT_SHA) .
+	set -o pipefail; tar --create --exclude=__pycache__ --exclude='*.pyc' Dockerfile requirements/serve.txt \
+		service modelstore models/README.md models/$(NAME)/$(VERSION) \
+	| docker build $(DOCKER_BUILD_FLAGS) $(BUILD_ARGS) -f Dockerfile --build-arg MODEL=models/$(NAME)/$(VERSION) \
+		-t $(IMAGE):$(NAME)-$(VERSION) -t $(IMAGE):$(NAME)-$(VERSION)-$(GIT_SHA) -
 
 push: ## push the tags of both images to REGISTRY=host/namespace
 	@test -n "$(REGISTRY)" || { echo "usage: make push REGISTRY=registry.example.com/team"; exit 2; }
@@ -85,19 +91,39 @@ push: ## push the tags of both images to REGISTRY=host/namespace
 		done; \
 	done
 
-train: ## train in the training image, adding a version to ./models (CONFIG=path picks a config)
+# A path as the training container sees it: inside the checkout under /workspace; anywhere
+# else, its folder is mounted read-only at the same absolute path (so a config's relative
+# data path still resolves).
+in_container = $(if $(filter $(CURDIR)/%,$(abspath $(1))),/workspace/$(patsubst $(CURDIR)/%,%,$(abspath $(1))),$(abspath $(1)))
+mount_outside = $(if $(filter $(CURDIR)/%,$(abspath $(1))),,-v "$(dir $(abspath $(1)))":"$(dir $(abspath $(1)))":ro)
+
+train: ## train in the training image into ./models: CONFIG=file.toml, or DATA=file.csv TARGET=column [NAME=..]
+	@for f in $(CONFIG) $(DATA); do test -f "$$f" || { echo "make train: $$f not found"; exit 2; }; done
 	@docker image inspect $(TRAIN_IMAGE):latest >/dev/null 2>&1 || $(MAKE) --no-print-directory build
 	mkdir -p "$(MODELS_PATH)"
 	docker run --rm --network none --user $(TRAIN_USER) -e GIT_COMMIT=$(GIT_SHA) \
 		-v "$(MODELS_PATH)":/models -v "$(CURDIR)":/workspace:ro -w /workspace \
-		$(TRAIN_IMAGE):latest $(if $(CONFIG),--config $(CONFIG))
+		$(if $(CONFIG),$(call mount_outside,$(CONFIG))) $(if $(DATA),$(call mount_outside,$(DATA))) \
+		$(TRAIN_IMAGE):latest $(if $(CONFIG),--config $(call in_container,$(CONFIG))) \
+		$(if $(DATA),--data $(call in_container,$(DATA))) $(if $(TARGET),--target $(TARGET)) \
+		$(if $(NAME),--name $(NAME))
 
+# `compose up --wait` can return 0 while the api crash-loops, so the api's health is checked
+# here, and a failure shows the api's last log lines.
 up: build ## start the compose stack (trains the default model first if ./models has none)
 	mkdir -p models
-	TRAIN_UID=$$(id -u) TRAIN_GID=$$(id -g) docker compose up -d --no-build --wait
+	@TRAIN_UID=$$(id -u) TRAIN_GID=$$(id -g) $(COMPOSE) up -d --no-build --wait; \
+	api=$$($(COMPOSE) ps -a -q api); \
+	health=$$(docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}' $$api 2>/dev/null); \
+	if [ "$$health" != healthy ]; then \
+		echo "make up: the api is not healthy ($${health:-not created}); its last log lines:" >&2; \
+		$(COMPOSE) logs --no-color --tail 20 api >&2; \
+		exit 1; \
+	fi; \
+	echo "make up: the api is healthy"
 
 down: ## stop the compose stack
-	docker compose down
+	$(COMPOSE) down
 
 clean: ## remove the virtualenv and caches (models/ is kept)
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
