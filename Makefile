@@ -24,6 +24,10 @@ BUILD_ARGS = --build-arg VERSION=$(PROJECT_VERSION) --build-arg REVISION=$(GIT_S
 	--build-arg CREATED=$$(date -u +%Y-%m-%dT%H:%M:%SZ) \
 	--build-arg SOURCE=$$(git remote get-url origin 2>/dev/null || echo local)
 
+LOCK_FLAGS := --python-version 3.11 --python-platform x86_64-manylinux_2_28 --generate-hashes
+# onnxruntime declares these, but its Python module never imports them when serving.
+SERVE_ONLY := --no-emit-package flatbuffers --no-emit-package packaging --no-emit-package protobuf
+
 .PHONY: help install run test train train-local serve build build-model push up down bench lint lock clean
 
 help: ## list the targets
@@ -63,9 +67,10 @@ bench: $(STAMP) ## benchmark the service against a bare baseline and print the t
 	$(PY) bench/run.py
 
 lock: $(STAMP) ## re-resolve the pinned, hashed lock files from pyproject.toml
-	$(VENV)/bin/uv pip compile -q pyproject.toml --python-version 3.11 --generate-hashes -o requirements/serve.txt
-	$(VENV)/bin/uv pip compile -q pyproject.toml --python-version 3.11 --generate-hashes --extra train -o requirements/train.txt
-	$(VENV)/bin/uv pip compile -q pyproject.toml --python-version 3.11 --generate-hashes --extra train --extra dev -o requirements/dev.txt
+	$(VENV)/bin/uv pip compile -q pyproject.toml $(LOCK_FLAGS) $(SERVE_ONLY) -o requirements/serve.txt
+	$(VENV)/bin/uv pip compile -q pyproject.toml $(LOCK_FLAGS) $(SERVE_ONLY) --extra sklearn -o requirements/serve-sklearn.txt
+	$(VENV)/bin/uv pip compile -q pyproject.toml $(LOCK_FLAGS) --extra train -o requirements/train.txt
+	$(VENV)/bin/uv pip compile -q pyproject.toml $(LOCK_FLAGS) --extra train --extra dev -o requirements/dev.txt
 
 build: ## build the serving and training images, tagged with the version, the commit and latest
 	docker build $(DOCKER_BUILD_FLAGS) $(BUILD_ARGS) -f Dockerfile \

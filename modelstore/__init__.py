@@ -1,7 +1,15 @@
 """The versioned model store shared by training (writes) and the service (reads)."""
 
-from modelstore.metadata import FORMAT_VERSION, ArtifactInfo, Feature, Metadata, class_key
+from modelstore.metadata import (
+    FORMAT_VERSION,
+    ArtifactInfo,
+    CompiledInfo,
+    Feature,
+    Metadata,
+    class_key,
+)
 from modelstore.store import (
+    GRAPH_FILE,
     LoadedModel,
     ModelNotFoundError,
     ModelRef,
@@ -14,7 +22,9 @@ from modelstore.store import (
 
 __all__ = [
     "FORMAT_VERSION",
+    "GRAPH_FILE",
     "ArtifactInfo",
+    "CompiledInfo",
     "Feature",
     "LoadedModel",
     "Metadata",

@@ -7,8 +7,9 @@ from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-# 2: `example` holds typical values (medians, most frequent), not a training row, and
-#    `ignored_columns` lists the data columns training did not use. Format 1 still loads.
+# 2: `example` holds typical values (medians, most frequent), not a training row,
+#    `ignored_columns` lists the data columns training did not use, and `onnx` describes the
+#    compiled graph and its check. Format 1 still loads.
 FORMAT_VERSION: Final = 2
 
 FeatureType = Literal["number", "integer", "boolean", "string"]
@@ -58,6 +59,34 @@ class ArtifactInfo(_Strict):
     bytes: int = Field(ge=1)
 
 
+class CompiledInfo(_Strict):
+    """The ONNX graph of a version and how it was checked against the scikit-learn pipeline.
+
+    `verified` false means there is no graph (`file` is None) and `reason` says why.
+    """
+
+    verified: bool
+    reason: str | None = None
+    file: str | None = Field(None, pattern=r"^[A-Za-z0-9._-]+$")
+    sha256: Sha256 | None = None
+    bytes: int | None = Field(None, ge=1)
+    checked_rows: int = Field(0, ge=0, description="training and held-out rows compared")
+    synthetic_rows: int = Field(0, ge=0, description="gaps, every category, each min and max")
+    deviation: Literal["probability", "value"]
+    max_deviation: float | None = None
+    tolerance: float
+    labels_identical: bool | None = None
+    tools: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _graph_when_verified(self) -> CompiledInfo:
+        if self.verified != (self.file is not None and self.sha256 is not None):
+            raise ValueError("a verified graph needs its file and sha256, and only then")
+        if not self.verified and not self.reason:
+            raise ValueError("a version without a graph must say why")
+        return self
+
+
 class Metadata(_Strict):
     format_version: Literal[1, 2]
     name: ModelName
@@ -78,6 +107,12 @@ class Metadata(_Strict):
     artifact: ArtifactInfo
     example: dict[str, Any]
     ignored_columns: list[str] = Field(default_factory=list)
+    # None: written before versions carried a compiled graph.
+    onnx: CompiledInfo | None = None
+
+    @property
+    def has_graph(self) -> bool:
+        return self.onnx is not None and self.onnx.verified
 
     @property
     def example_is_typical(self) -> bool:

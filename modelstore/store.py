@@ -1,4 +1,4 @@
-"""The model store on disk: `<root>/<name>/<version>/{model.joblib,metadata.json}`.
+"""The model store on disk: `<root>/<name>/<version>/{model.joblib,model.onnx,metadata.json}`.
 
 This module is the only code that knows the layout. Training publishes through it, the service
 resolves and loads through it, and neither writes or reads a version directory by hand.
@@ -19,12 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import joblib
 from pydantic import ValidationError
 
 from modelstore.metadata import ArtifactInfo, Metadata
 
 ARTIFACT_FILE = "model.joblib"
+GRAPH_FILE = "model.onnx"
 METADATA_FILE = "metadata.json"
 _VERSION_DIR = re.compile(r"^[1-9][0-9]*$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -59,7 +59,8 @@ class ModelRef:
 class LoadedModel:
     ref: ModelRef
     metadata: Metadata
-    estimator: Any
+    estimator: Any = None
+    graph: bytes | None = None
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -131,18 +132,31 @@ class ModelStore:
             )
         return ModelRef(name, wanted, self.root / name / str(wanted))
 
-    def load(self, ref: ModelRef, *, runtime_versions: dict[str, str] | None = None) -> LoadedModel:
-        """Read and verify one version; with `runtime_versions`, refuse any version skew.
-
-        Metadata and checksum are checked before unpickling, so a tampered or foreign file is
-        never executed by joblib.
-        """
+    def metadata(self, ref: ModelRef) -> Metadata:
+        """The version's metadata, checked against its schema and against where it lies."""
         metadata = read_metadata(ref.path)
         if (metadata.name, metadata.version) != (ref.name, ref.version):
             raise VerificationError(
                 f"{ref.path / METADATA_FILE} describes {metadata.name} version "
                 f"{metadata.version}, not {ref.name} version {ref.version}"
             )
+        return metadata
+
+    def read_graph(self, ref: ModelRef, metadata: Metadata) -> bytes:
+        """The version's verified ONNX graph, its bytes checked against the metadata."""
+        compiled = metadata.onnx
+        if compiled is None or compiled.file is None or compiled.sha256 is None:
+            raise VerificationError(f"{ref.path} has no compiled ONNX graph")
+        return _read_checked(ref.path / compiled.file, compiled.sha256)
+
+    def load_estimator(
+        self, ref: ModelRef, metadata: Metadata, *, runtime_versions: dict[str, str] | None = None
+    ) -> Any:
+        """Unpickle the scikit-learn pipeline; with `runtime_versions`, refuse any version skew.
+
+        Metadata and checksum are checked before unpickling, so a tampered or foreign file is
+        never executed by joblib. joblib is imported here only: the ONNX image has none.
+        """
         if runtime_versions:
             for package, running in runtime_versions.items():
                 trained = metadata.environment.get(package)
@@ -152,21 +166,20 @@ class ModelStore:
                         f"this runtime has {running}: retrain or use a matching image"
                     )
         artifact = ref.path / metadata.artifact.file
+        payload = _read_checked(artifact, metadata.artifact.sha256)
+        import joblib
+
         try:
-            payload = artifact.read_bytes()
-        except OSError as exc:
-            raise VerificationError(f"cannot read {artifact}: {exc.strerror}") from None
-        actual = sha256_bytes(payload)
-        if actual != metadata.artifact.sha256:
-            raise VerificationError(
-                f"sha256 mismatch for {artifact}: metadata says "
-                f"{metadata.artifact.sha256[:12]}..., file has {actual[:12]}..."
-            )
-        try:
-            estimator = joblib.load(io.BytesIO(payload))
+            return joblib.load(io.BytesIO(payload))
         except Exception as exc:  # a corrupt pickle can raise almost anything
             raise VerificationError(f"cannot unpickle {artifact}: {exc}") from None
-        return LoadedModel(ref, metadata, estimator)
+
+    def load(self, ref: ModelRef, *, runtime_versions: dict[str, str] | None = None) -> LoadedModel:
+        """Metadata, the unpickled pipeline and (when there is one) the checked graph."""
+        metadata = self.metadata(ref)
+        estimator = self.load_estimator(ref, metadata, runtime_versions=runtime_versions)
+        graph = self.read_graph(ref, metadata) if metadata.has_graph else None
+        return LoadedModel(ref, metadata, estimator, graph)
 
     def check_writable(self, name: str) -> None:
         """Refuse early (before a long fit) a store that publish could not write into.
@@ -187,7 +200,11 @@ class ModelStore:
             raise StoreWriteError(f"cannot write models into {self.root}: {path} is not writable")
 
     def publish(
-        self, name: str, estimator: Any, describe: Callable[[int, ArtifactInfo], Metadata]
+        self,
+        name: str,
+        estimator: Any,
+        describe: Callable[[int, ArtifactInfo], Metadata],
+        extra_files: dict[str, bytes] | None = None,
     ) -> ModelRef:
         """Write a new version atomically and return it.
 
@@ -206,7 +223,9 @@ class ModelStore:
         except OSError as exc:
             raise StoreWriteError(f"cannot write models into {self.root}: {_reason(exc)}") from None
         try:
-            return self._publish_staged(name, folder, staging, estimator, describe)
+            return self._publish_staged(
+                name, folder, staging, estimator, describe, extra_files or {}
+            )
         except OSError as exc:
             raise StoreWriteError(
                 f"cannot write model {name!r} into {self.root}: {_reason(exc)}; nothing published"
@@ -223,7 +242,12 @@ class ModelStore:
         staging: Path,
         estimator: Any,
         describe: Callable[[int, ArtifactInfo], Metadata],
+        extra_files: dict[str, bytes],
     ) -> ModelRef:
+        import joblib
+
+        for file_name, data in extra_files.items():
+            _write_durably(staging / file_name, data)
         buffer = io.BytesIO()
         joblib.dump(estimator, buffer)
         payload = buffer.getvalue()
@@ -273,6 +297,19 @@ def _parse_version(version: str | int) -> int | None:
             f"model version must be 'latest' or a positive integer, not {version!r}"
         )
     return int(text)
+
+
+def _read_checked(path: Path, sha256: str) -> bytes:
+    try:
+        payload = path.read_bytes()
+    except OSError as exc:
+        raise VerificationError(f"cannot read {path}: {exc.strerror}") from None
+    actual = sha256_bytes(payload)
+    if actual != sha256:
+        raise VerificationError(
+            f"sha256 mismatch for {path}: metadata says {sha256[:12]}..., file has {actual[:12]}..."
+        )
+    return payload
 
 
 def _reason(exc: OSError) -> str:

@@ -14,8 +14,8 @@ import uvicorn
 
 from modelstore import ModelStoreError
 from service.app import create_app
+from service.loading import load_model
 from service.logs import configure_logging
-from service.runtime import load_model
 from service.settings import SettingsError, load_settings
 
 log = logging.getLogger("service")

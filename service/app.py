@@ -12,15 +12,15 @@ from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.utils import get_openapi
 from prometheus_client import multiprocess
-from threadpoolctl import threadpool_limits
 
 from modelstore import LoadedModel
 from service.errors import ServiceError, handle_service_error
+from service.loading import load_model
 from service.logs import configure_logging
 from service.metrics import Metrics, multiprocess_dir
 from service.middleware import RequestContext
 from service.routes import router
-from service.runtime import Runtime, load_model
+from service.runtime import Runtime
 from service.schema import openapi_components
 from service.settings import Settings, load_settings
 
@@ -49,17 +49,16 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # One BLAS thread per process: requests are small and parallelism comes from workers.
-        threadpool_limits(1)
         loaded = model if model is not None else await run_in_threadpool(load_model, settings)
         runtime = await run_in_threadpool(Runtime.build, settings, loaded, metrics)
         app.state.runtime = runtime
-        metrics.model_info.labels(**runtime.model_ref).set(1)
+        metrics.model_info.labels(**runtime.model_ref, runtime=runtime.predictor.runtime).set(1)
         log.info(
             "model ready",
             extra={
                 "model": runtime.model_ref["name"],
                 "version": runtime.model_ref["version"],
+                "runtime": runtime.predictor.runtime,
                 "path": str(loaded.ref.path),
                 "predict_ms": round(runtime.predictor.fixed_cost * 1000, 3),
             },

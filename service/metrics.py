@@ -54,8 +54,8 @@ class Metrics:
         )
         self.model_info = Gauge(
             "model_info",
-            "the loaded model version (always 1)",
-            ["name", "version"],
+            "the loaded model version and the runtime serving it (always 1)",
+            ["name", "version", "runtime"],
             registry=r,
             multiprocess_mode="liveall",
         )

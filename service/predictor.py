@@ -1,18 +1,21 @@
-"""The model layer: validated instances in, predictions out. No web framework here."""
+"""The model layer: validated instances in, predictions out. No web framework here.
+
+One seam with two implementations: `predict_onnx.OnnxPredictor` runs the version's compiled
+graph in ONNX Runtime, `predict_sklearn.SklearnPredictor` runs the pickled pipeline. This base
+owns what they share: the answer's shape, class keys, the finiteness check and the timing the
+dispatcher plans with.
+"""
 
 from __future__ import annotations
 
-import math
 import statistics
 import time
+from abc import ABC, abstractmethod
 from typing import Any
 
 import numpy as np
-import sklearn
 
-from modelstore import LoadedModel, class_key
-
-_NAN = math.nan
+from modelstore import LoadedModel, Metadata, class_key
 
 
 class NonFinitePredictionError(Exception):
@@ -23,48 +26,33 @@ class NonFinitePredictionError(Exception):
         self.rows = rows
 
 
-class Predictor:
-    """Wraps one loaded pipeline; everything reusable is computed once, here."""
+class Predictor(ABC):
+    """Everything reusable is computed once, at start-up; subclasses set up, then call this."""
 
-    def __init__(self, loaded: LoadedModel) -> None:
-        self.metadata = loaded.metadata
-        self.estimator = loaded.estimator
-        self.feature_names = [f.name for f in loaded.metadata.features]
-        self.is_classifier = loaded.metadata.task == "classification"
-        if self.is_classifier:
-            self.classes = [
-                c.item() if isinstance(c, np.generic) else c for c in self.estimator.classes_
-            ]
-            self.class_keys = [class_key(c) for c in self.classes]
+    runtime: str
+
+    def __init__(self, metadata: Metadata) -> None:
+        self.metadata = metadata
+        self.feature_names = [f.name for f in metadata.features]
+        self.is_classifier = metadata.task == "classification"
+        self.classes: list[Any] = list(metadata.classes or [])
+        self.class_keys = [class_key(c) for c in self.classes]
         self.fixed_cost, self.row_cost = self._measure()
 
-    def rows(self, instances: list[dict[str, Any]]) -> np.ndarray[Any, np.dtype[np.object_]]:
-        """Instances as a 2-D object array in feature order; null becomes NaN for the imputers."""
-        names = self.feature_names
-        matrix = np.empty((len(instances), len(names)), dtype=object)
-        for i, instance in enumerate(instances):
-            matrix[i] = [_NAN if (v := instance[n]) is None else v for n in names]
-        return matrix
+    @abstractmethod
+    def compute(self, instances: list[dict[str, Any]]) -> np.ndarray[Any, Any]:
+        """Class probabilities (n x classes, metadata order) or values (n), as float64."""
 
     def predict(self, instances: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        X = self.rows(instances)
-        # Inputs are already validated as finite, so scikit-learn may skip its own checks. Huge
-        # inputs may still overflow inside the model: the result is checked instead of warned.
-        with (
-            sklearn.config_context(assume_finite=True, skip_parameter_validation=True),
-            np.errstate(all="ignore"),
-        ):
-            if not self.is_classifier:
-                values = self.estimator.predict(X)
-                _check_finite(values)
-                return [{"value": v} for v in values.tolist()]
-            proba = self.estimator.predict_proba(X)
-        _check_finite(proba)
-        best = proba.argmax(axis=1).tolist()
+        output = self.compute(instances)
+        _check_finite(output)
+        if not self.is_classifier:
+            return [{"value": v} for v in output.tolist()]
+        best = output.argmax(axis=1).tolist()
         keys, classes = self.class_keys, self.classes
         return [
             {"label": classes[b], "probabilities": dict(zip(keys, p, strict=True))}
-            for b, p in zip(best, proba.tolist(), strict=True)
+            for b, p in zip(best, output.tolist(), strict=True)
         ]
 
     def estimated_seconds(self, rows: int) -> float:
@@ -85,6 +73,17 @@ class Predictor:
         one = timed(example)
         many = timed(example * 64)
         return one, max(0.0, (many - one) / 63)
+
+
+def make_predictor(loaded: LoadedModel) -> Predictor:
+    """The runtime the loader chose: a graph means ONNX Runtime, an estimator scikit-learn."""
+    if loaded.graph is not None:
+        from service.predict_onnx import OnnxPredictor
+
+        return OnnxPredictor(loaded.metadata, loaded.graph)
+    from service.predict_sklearn import SklearnPredictor
+
+    return SklearnPredictor(loaded.metadata, loaded.estimator)
 
 
 def _check_finite(values: np.ndarray[Any, Any]) -> None:

@@ -102,7 +102,8 @@ async def live() -> dict[str, str]:
 @router.get("/health/ready", summary="200 once a verified model is loaded, 503 before")
 async def ready(request: Request) -> Response:
     runtime = runtime_of(request)
-    return json_response(200, {"status": "ready", "model": runtime.model_ref})
+    body = {"status": "ready", "model": runtime.model_ref, "runtime": runtime.predictor.runtime}
+    return json_response(200, body)
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)

@@ -7,24 +7,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-import sklearn
 from pydantic import TypeAdapter
 from starlette.datastructures import Headers
 
-from modelstore import LoadedModel, ModelStore
+from modelstore import LoadedModel
 from service.dispatch import Dispatcher
 from service.errors import UnauthorizedError
 from service.metrics import Metrics
-from service.predictor import Predictor
+from service.predictor import Predictor, make_predictor
 from service.schema import request_adapter
 from service.settings import Settings
-
-
-def load_model(settings: Settings) -> LoadedModel:
-    """Resolve and verify exactly one version; any store error stops start-up."""
-    store = ModelStore(settings.model_dir)
-    ref = store.resolve(settings.model_name, settings.model_version)
-    return store.load(ref, runtime_versions={"scikit-learn": sklearn.__version__})
 
 
 @dataclass(frozen=True)
@@ -44,7 +36,7 @@ class Runtime:
     @classmethod
     def build(cls, settings: Settings, loaded: LoadedModel, metrics: Metrics) -> Runtime:
         meta = loaded.metadata
-        predictor = Predictor(loaded)
+        predictor = make_predictor(loaded)
         return cls(
             settings=settings,
             loaded=loaded,
@@ -54,7 +46,10 @@ class Runtime:
             metrics=metrics,
             api_key=settings.api_key_bytes(),
             model_ref={"name": meta.name, "version": meta.version},
-            metadata_json=orjson.dumps(meta.model_dump(mode="json")),
+            # /model: the metadata as stored, plus the runtime this server runs it with.
+            metadata_json=orjson.dumps(
+                {**meta.model_dump(mode="json"), "runtime": predictor.runtime}
+            ),
             predictions_counter=metrics.predictions.labels(meta.name, meta.version),
             dispatcher=Dispatcher(
                 predictor,

@@ -28,6 +28,11 @@ class Settings(BaseSettings):
     model_version: str = Field("latest", description="a version number or 'latest'")
     api_key: SecretStr | None = Field(None, description="require this key on /predict and /model")
     api_key_file: Path | None = Field(None, description="read the key from this file instead")
+    runtime: Literal["auto", "onnx", "sklearn"] = Field(
+        "auto",
+        description="onnx: the compiled graph; sklearn: the pickled pipeline; auto: onnx "
+        "when the version has a verified graph",
+    )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     workers: int = Field(1, ge=1, le=64)

@@ -33,6 +33,7 @@ from training.config import PACKAGE_DIR, TrainingConfig, check_gate_task, load_c
 from training.data import Dataset, load_dataset
 from training.errors import QualityGateError, TrainingError
 from training.evaluate import check_gate, score
+from training.export import compile_pipeline
 from training.pipeline import build_pipeline, effective_params, make_estimator
 
 EXIT_BAD_INPUT = 2
@@ -134,6 +135,23 @@ def train(config: TrainingConfig, models_dir: Path) -> tuple[Metadata, Path]:
         lambda: score(pipeline, X_test, y_test, dataset.task),
     )
     check_gate(config.gate, metrics)
+    compiled = step(
+        "compiling to ONNX and checking it on every row",
+        lambda: compile_pipeline(
+            pipeline,
+            dataset.features,
+            dataset.task,
+            dataset.X,
+            float(np.std(dataset.y)) if dataset.task == "regression" else 0.0,
+        ),
+    )
+    if not compiled.info.verified:
+        if config.model.require_onnx:
+            raise QualityGateError(
+                f"no verified ONNX graph ({compiled.info.reason}) and [model] require_onnx is "
+                "set; nothing published"
+            )
+        print(f"  note: published without an ONNX graph: {compiled.info.reason}", file=sys.stderr)
     environment, git = runtime_environment(), git_info()  # outside the store's lock
 
     def describe(version: int, artifact: ArtifactInfo) -> Metadata:
@@ -161,11 +179,17 @@ def train(config: TrainingConfig, models_dir: Path) -> tuple[Metadata, Path]:
             artifact=artifact,
             example=dataset.example,
             ignored_columns=dataset.ignored,
+            onnx=compiled.info,
         )
 
     ref = step(
         f"publishing to {store.root / name}",
-        lambda: store.publish(name, pipeline, describe),
+        lambda: store.publish(
+            name,
+            pipeline,
+            describe,
+            {compiled.info.file: compiled.graph} if compiled.info.file and compiled.graph else {},
+        ),
     )
     # Read back through the verifying path: a write that cannot be served never reports success.
     return store.load(ref).metadata, ref.path
@@ -254,10 +278,25 @@ def summary(metadata: Metadata, path: Path) -> str:
             f" / {metadata.split.test_rows} held out)",
         ),
         *((name, f"{value:.4f}") for name, value in metadata.metrics.items()),
+        ("onnx", onnx_summary(metadata)),
         ("artifact", str(path)),
     ]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"  {k.ljust(width)}  {v}" for k, v in rows)
+
+
+def onnx_summary(metadata: Metadata) -> str:
+    compiled = metadata.onnx
+    if compiled is None:
+        return "not compiled"
+    rows = f"{compiled.checked_rows} rows + {compiled.synthetic_rows} edge rows"
+    deviation = "n/a" if compiled.max_deviation is None else f"{compiled.max_deviation:.2g}"
+    if not compiled.verified:
+        return f"none: {compiled.reason}"
+    return (
+        f"verified on {rows}: largest {compiled.deviation} deviation {deviation}"
+        f" (tolerance {compiled.tolerance:.2g})"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

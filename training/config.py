@@ -41,6 +41,9 @@ class ModelSection(_Section):
     task: TaskChoice = "auto"
     estimator: Estimator = "hist_gradient_boosting"
     params: dict[str, Any] = Field(default_factory=dict)
+    require_onnx: bool = Field(
+        False, description="refuse to publish a version whose ONNX graph fails to compile or verify"
+    )
 
 
 class GateSection(_Section):

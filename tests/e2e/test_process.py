@@ -147,12 +147,28 @@ def test_several_workers_share_metrics(
     assert len([line for line in logs if line["event"] == "model ready"]) == 2, workers
 
 
-def tampered(store: Path, tmp_path: Path) -> Path:
+def tampered(store: Path, tmp_path: Path, file: str = "model.joblib") -> Path:
     copy = tmp_path / "models"
     shutil.copytree(store, copy)
-    with (copy / "penguins" / "1" / "model.joblib").open("r+b") as handle:
+    with (copy / "penguins" / "1" / file).open("r+b") as handle:
         handle.seek(200)
         handle.write(b"\x00\x01\x02")
+    return copy
+
+
+def tampered_graph(store: Path, tmp_path: Path) -> Path:
+    return tampered(store, tmp_path, "model.onnx")
+
+
+def graphless(store: Path, tmp_path: Path) -> Path:
+    """The version as a release before compiled graphs wrote it: no model.onnx, no `onnx`."""
+    copy = tmp_path / "models"
+    shutil.copytree(store, copy)
+    version = copy / "penguins" / "1"
+    (version / "model.onnx").unlink()
+    meta = json.loads((version / "metadata.json").read_text())
+    del meta["onnx"]
+    (version / "metadata.json").write_text(json.dumps(meta))
     return copy
 
 
@@ -174,8 +190,10 @@ def empty(store: Path, tmp_path: Path) -> Path:
 @pytest.mark.parametrize(
     ("prepare", "env", "reason"),
     [
-        (tampered, {}, "sha256 mismatch"),
-        (skewed, {}, "trained with scikit-learn 1.0.2, this runtime has"),
+        (tampered_graph, {}, "sha256 mismatch for"),
+        (tampered, {"RUNTIME": "sklearn"}, "sha256 mismatch"),
+        (skewed, {"RUNTIME": "sklearn"}, "trained with scikit-learn 1.0.2, this runtime has"),
+        (graphless, {"RUNTIME": "onnx"}, "has no verified ONNX graph (it was trained before"),
         (empty, {}, "no models in"),
         (None, {"MODEL_NAME": "herons"}, "no model named 'herons'"),
         (None, {"MODEL_VERSION": "9"}, "no version 9 of model 'penguins'"),
@@ -186,6 +204,7 @@ def empty(store: Path, tmp_path: Path) -> Path:
         ),
         (None, {"API_KEY_FILE": "/nonexistent/key"}, "cannot read API_KEY_FILE"),
         (None, {"PORT": "eighty"}, "invalid PORT"),
+        (None, {"RUNTIME": "gpu"}, "invalid RUNTIME"),
     ],
 )
 def test_startup_failures_exit_fast_with_one_clear_line(
@@ -195,12 +214,13 @@ def test_startup_failures_exit_fast_with_one_clear_line(
     started = time.monotonic()
     proc = start({"MODEL_DIR": str(models), "PORT": str(free_port()), **env})
     out, _ = proc.communicate(timeout=30)
-    assert proc.returncode == (2 if "PORT" in env or "API_KEY_FILE" in env else 1)
+    settings_error = {"PORT", "API_KEY_FILE"} & set(env) or env.get("RUNTIME") == "gpu"
+    assert proc.returncode == (2 if settings_error else 1), out
     assert time.monotonic() - started < 15
     lines = out.strip().splitlines()
     assert len(lines) == 1, out
     line = json.loads(lines[0])
     assert line["level"] == "error"
     assert reason in line["reason"]
-    if "PORT" not in env:
+    if not settings_error:
         assert line["model_dir"] == env.get("MODEL_DIR", str(models))

@@ -175,10 +175,11 @@ def test_cheap_models_always_run_inline() -> None:
 @pytest.mark.parametrize("count", [1, 7])
 def test_batched_answers_match_the_real_model(penguins_store: Any, count: int) -> None:
     from modelstore import ModelStore
-    from service.predictor import Predictor
+    from service.predict_sklearn import SklearnPredictor
 
     store = ModelStore(penguins_store)
-    predictor = Predictor(store.load(store.resolve()))
+    loaded = store.load(store.resolve())
+    predictor = SklearnPredictor(loaded.metadata, loaded.estimator)
     example = dict(predictor.metadata.example)
     variants = [{**example, "bill_length_mm": 35.0 + 2 * i} for i in range(count)]
     dispatch = Dispatcher(predictor, max_rows_per_call=1000)

@@ -1,4 +1,4 @@
-"""The predictor alone: same answers as the artifact's own predict and predict_proba."""
+"""The predictors alone: both runtimes answer as the artifact's own predict and predict_proba."""
 
 from __future__ import annotations
 
@@ -9,8 +9,11 @@ from typing import Any
 
 import joblib
 import numpy as np
+import pytest
 
 from modelstore import ModelStore
+from service.predict_onnx import OnnxPredictor
+from service.predict_sklearn import SklearnPredictor
 from service.predictor import Predictor
 from tests.conftest import PENGUINS_CSV
 
@@ -44,36 +47,56 @@ def offline_matrix(instances: list[dict[str, Any]], names: list[str]) -> np.ndar
     )
 
 
-def test_classifier_matches_offline_predict_and_proba(penguins_store: Path) -> None:
+def predictors(store: Path) -> dict[str, Predictor]:
+    """Both runtimes on the same version: the compiled graph and the pickled pipeline."""
+    models = ModelStore(store)
+    loaded = models.load(models.resolve())
+    return {
+        "onnx": OnnxPredictor(loaded.metadata, loaded.graph or b""),
+        "sklearn": SklearnPredictor(loaded.metadata, loaded.estimator),
+    }
+
+
+@pytest.mark.parametrize("runtime", ["onnx", "sklearn"])
+def test_classifier_matches_offline_predict_and_proba(penguins_store: Path, runtime: str) -> None:
     store = ModelStore(penguins_store)
     loaded = store.load(store.resolve())
-    predictor = Predictor(loaded)
+    predictor = predictors(penguins_store)[runtime]
+    assert predictor.runtime == runtime
     instances = penguin_instances(penguins_store)
     assert any(v is None for i in instances for v in i.values())  # row 4 has gaps
     predictions = predictor.predict(instances)
     model = joblib.load(loaded.ref.path / "model.joblib")
-    X = offline_matrix(instances, predictor.feature_names)
+    X = offline_matrix(instances, [f.name for f in loaded.metadata.features])
     assert [p["label"] for p in predictions] == model.predict(X).tolist()
     expected = model.predict_proba(X)
+    assert loaded.metadata.onnx is not None
+    # scikit-learn answers exactly; the graph within the deviation measured at training.
+    allowed = loaded.metadata.onnx.max_deviation if runtime == "onnx" else 0.0
+    assert allowed is not None
     for prediction, row in zip(predictions, expected, strict=True):
         assert list(prediction["probabilities"]) == ["Adelie", "Chinstrap", "Gentoo"]
-        assert list(prediction["probabilities"].values()) == row.tolist()
+        got = np.array(list(prediction["probabilities"].values()))
+        assert np.abs(got - row).max() <= allowed + 1e-12
 
 
-def test_regressor_matches_offline_predict(regression_store: Path) -> None:
+@pytest.mark.parametrize("runtime", ["onnx", "sklearn"])
+def test_regressor_matches_offline_predict(regression_store: Path, runtime: str) -> None:
     store = ModelStore(regression_store)
     loaded = store.load(store.resolve())
-    predictor = Predictor(loaded)
+    predictor = predictors(regression_store)[runtime]
     example = dict(loaded.metadata.example)
     instances = [example, {**example, "flipper_length_mm": None}]
     predictions = predictor.predict(instances)
     model = joblib.load(loaded.ref.path / "model.joblib")
-    expected = model.predict(offline_matrix(instances, predictor.feature_names)).tolist()
-    assert predictions == [{"value": v} for v in expected]
+    expected = model.predict(offline_matrix(instances, predictor.feature_names))
+    got = np.array([p["value"] for p in predictions])
+    assert loaded.metadata.onnx is not None
+    allowed = loaded.metadata.onnx.tolerance if runtime == "onnx" else 0.0
+    assert np.abs(got - expected).max() <= allowed
 
 
 def test_cost_is_measured_at_start(penguins_store: Path) -> None:
-    store = ModelStore(penguins_store)
-    predictor = Predictor(store.load(store.resolve()))
-    assert predictor.fixed_cost > 0
-    assert predictor.estimated_seconds(100) >= predictor.estimated_seconds(1)
+    for predictor in predictors(penguins_store).values():
+        assert predictor.fixed_cost > 0
+        assert predictor.estimated_seconds(100) >= predictor.estimated_seconds(1)

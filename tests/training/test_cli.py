@@ -41,7 +41,11 @@ def test_default_training_end_to_end(tmp_path: Path) -> None:
         assert word in result.stdout
     assert "fitting linear classification" in result.stderr
     version = models / "penguins" / "1"
-    assert sorted(p.name for p in version.iterdir()) == ["metadata.json", "model.joblib"]
+    assert sorted(p.name for p in version.iterdir()) == [
+        "metadata.json",
+        "model.joblib",
+        "model.onnx",
+    ]
     meta = json.loads((version / "metadata.json").read_text())
     assert meta["task"] == "classification"
     assert meta["classes"] == ["Adelie", "Chinstrap", "Gentoo"]

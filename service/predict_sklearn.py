@@ -1,0 +1,46 @@
+"""The scikit-learn runtime: the pickled pipeline, for versions without a verified graph.
+
+Only the `-sklearn` image (and the development virtualenv) can load this module.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import sklearn
+from threadpoolctl import threadpool_limits
+
+from modelstore import Metadata
+from service.predictor import Predictor
+
+
+class SklearnPredictor(Predictor):
+    runtime = "sklearn"
+
+    def __init__(self, metadata: Metadata, estimator: Any) -> None:
+        # One BLAS thread per process: requests are small and parallelism comes from workers.
+        threadpool_limits(1)
+        self.estimator = estimator
+        super().__init__(metadata)
+
+    def rows(self, instances: list[dict[str, Any]]) -> np.ndarray[Any, np.dtype[np.object_]]:
+        """Instances as a 2-D object array in feature order; null becomes NaN for the imputers."""
+        names = self.feature_names
+        matrix = np.empty((len(instances), len(names)), dtype=object)
+        for i, instance in enumerate(instances):
+            matrix[i] = [math.nan if (v := instance[n]) is None else v for n in names]
+        return matrix
+
+    def compute(self, instances: list[dict[str, Any]]) -> np.ndarray[Any, Any]:
+        X = self.rows(instances)
+        # Inputs are already validated as finite, so scikit-learn may skip its own checks. Huge
+        # inputs may still overflow inside the model: the result is checked instead of warned.
+        with (
+            sklearn.config_context(assume_finite=True, skip_parameter_validation=True),
+            np.errstate(all="ignore"),
+        ):
+            if self.is_classifier:
+                return np.asarray(self.estimator.predict_proba(X), dtype=float)
+            return np.asarray(self.estimator.predict(X), dtype=float)
