@@ -1,25 +1,29 @@
-# The slim serving image: locked serving dependencies, the service code, nothing else.
+# The slim serving images: locked serving dependencies, the service code, nothing else.
+#   default target: serves the compiled graph through ONNX Runtime; nothing in it can unpickle
+#                   (no scikit-learn, scipy, joblib or pandas)
+#   --target sklearn: adds scikit-learn, for versions without a verified graph (tag suffix -sklearn)
 # Builds with the classic builder and with BuildKit (no RUN --mount, heredocs or COPY --chmod).
 ARG PYTHON_IMAGE=python:3.11-slim
 
-FROM ${PYTHON_IMAGE} AS builder
+FROM ${PYTHON_IMAGE} AS tools
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
-# binutils only to strip debug symbols below; this stage is thrown away. Debian's version for
+# binutils only to strip debug symbols below; these stages are thrown away. Debian's version for
 # the base release is what we want, so it is not pinned (hadolint DL3008).
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install --yes --no-install-recommends binutils \
     && rm -rf /var/lib/apt/lists/*
-COPY requirements/serve.txt /tmp/serve.txt
-# Hashed, pinned wheels only; then drop what serving never needs: pip and setuptools, the test
-# suites the scientific packages ship, and uvloop's 10 MB of debug symbols (only uvloop: the
-# patched libraries of the numpy and scipy wheels break when stripped).
-RUN python -m venv /opt/venv \
-    && /opt/venv/bin/pip install --require-hashes --no-deps --only-binary=:all: -r /tmp/serve.txt \
-    && /opt/venv/bin/pip uninstall --yes pip setuptools \
-    && find /opt/venv -depth -type d -name tests -exec rm -rf {} + \
-    && strip --strip-debug /opt/venv/lib/python3.11/site-packages/uvloop/*.so
+# Hashed, pinned wheels only, then pruned of what serving never needs (the script says what).
+COPY deploy/docker/install-venv.sh /usr/local/bin/install-venv
+
+FROM tools AS venv-onnx
+COPY requirements/serve.txt /tmp/requirements.txt
+RUN install-venv /tmp/requirements.txt
+
+FROM tools AS venv-sklearn
+COPY requirements/serve-sklearn.txt /tmp/requirements.txt
+RUN install-venv /tmp/requirements.txt
 
 # One model version to bake in (MODEL=models/<name>/<version>), or none: then mount /models.
 FROM ${PYTHON_IMAGE} AS model
@@ -34,7 +38,14 @@ RUN mkdir -p /models \
            && cp -r "/context/$MODEL" "/models/${MODEL#models/}"; \
        fi
 
-FROM ${PYTHON_IMAGE} AS runtime
+# The service code, byte-compiled once for both images.
+FROM ${PYTHON_IMAGE} AS code
+WORKDIR /app
+COPY modelstore/ modelstore/
+COPY service/ service/
+RUN python -m compileall -q modelstore service
+
+FROM ${PYTHON_IMAGE} AS base
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONPATH=/app \
     PYTHONUNBUFFERED=1 \
@@ -46,25 +57,41 @@ ENV PATH=/opt/venv/bin:$PATH \
 RUN groupadd --system --gid 10001 app \
     && useradd --system --uid 10001 --gid app --no-create-home --home-dir /nonexistent \
        --shell /usr/sbin/nologin app
-COPY --from=builder /opt/venv /opt/venv
 WORKDIR /app
-COPY modelstore/ modelstore/
-COPY service/ service/
-RUN python -m compileall -q modelstore service
-COPY --from=model /models /models
 USER 10001:10001
 EXPOSE 8000
 # Every 2 s: the service is ready about 2.5 s after start, so Docker reports healthy at ~4 s.
 HEALTHCHECK --interval=2s --timeout=2s --start-period=30s --retries=3 \
     CMD ["python", "-m", "service.healthcheck"]
 CMD ["python", "-m", "service"]
+
+FROM base AS sklearn
+COPY --from=venv-sklearn /opt/venv /opt/venv
+COPY --from=code /app /app
+COPY --from=model /models /models
 # Build facts last, so a new commit or date invalidates no layer above.
 ARG VERSION=0.0.0
 ARG REVISION=unknown
 ARG CREATED=unknown
 ARG SOURCE=unknown
+LABEL org.opencontainers.image.title="sklearn-serve-sklearn" \
+      org.opencontainers.image.description="Serves one verified scikit-learn model over HTTP, through scikit-learn" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.created="${CREATED}" \
+      org.opencontainers.image.source="${SOURCE}" \
+      org.opencontainers.image.licenses="MIT"
+
+FROM base AS runtime
+COPY --from=venv-onnx /opt/venv /opt/venv
+COPY --from=code /app /app
+COPY --from=model /models /models
+ARG VERSION=0.0.0
+ARG REVISION=unknown
+ARG CREATED=unknown
+ARG SOURCE=unknown
 LABEL org.opencontainers.image.title="sklearn-serve" \
-      org.opencontainers.image.description="Serves one verified scikit-learn model over HTTP" \
+      org.opencontainers.image.description="Serves one verified scikit-learn model over HTTP, through ONNX Runtime" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.created="${CREATED}" \

@@ -72,27 +72,31 @@ lock: $(STAMP) ## re-resolve the pinned, hashed lock files from pyproject.toml
 	$(VENV)/bin/uv pip compile -q pyproject.toml $(LOCK_FLAGS) --extra train -o requirements/train.txt
 	$(VENV)/bin/uv pip compile -q pyproject.toml $(LOCK_FLAGS) --extra train --extra dev -o requirements/dev.txt
 
-build: ## build the serving and training images, tagged with the version, the commit and latest
+build: ## build the serving images (ONNX, and -sklearn) and the training image, tagged version, commit, latest
 	docker build $(DOCKER_BUILD_FLAGS) $(BUILD_ARGS) -f Dockerfile \
 		-t $(IMAGE):$(PROJECT_VERSION) -t $(IMAGE):$(GIT_SHA) -t $(IMAGE):latest .
+	docker build $(DOCKER_BUILD_FLAGS) $(BUILD_ARGS) -f Dockerfile --target sklearn \
+		-t $(IMAGE):$(PROJECT_VERSION)-sklearn -t $(IMAGE):$(GIT_SHA)-sklearn -t $(IMAGE):latest-sklearn .
 	docker build $(DOCKER_BUILD_FLAGS) $(BUILD_ARGS) -f Dockerfile.train \
 		-t $(TRAIN_IMAGE):$(PROJECT_VERSION) -t $(TRAIN_IMAGE):$(GIT_SHA) -t $(TRAIN_IMAGE):latest .
 
 # The context is a tar of exactly what the image needs plus the one version, so the rest of
 # the model store never travels to the Docker engine (.dockerignore keeps models/ out of `build`).
-build-model: ## build a serving image with one model baked in: NAME=.. VERSION=.. (tag <name>-<version>)
+build-model: ## bake one model into a serving image: NAME=.. VERSION=.. [RUNTIME=sklearn] (tag <name>-<version>)
 	@test -n "$(NAME)" -a -n "$(VERSION)" || { echo "usage: make build-model NAME=penguins VERSION=1"; exit 2; }
 	@test -f models/$(NAME)/$(VERSION)/metadata.json || { echo "no model at models/$(NAME)/$(VERSION)"; exit 2; }
-	set -o pipefail; tar --create --exclude=__pycache__ --exclude='*.pyc' Dockerfile requirements/serve.txt \
-		service modelstore models/README.md models/$(NAME)/$(VERSION) \
+	set -o pipefail; tar --create --exclude=__pycache__ --exclude='*.pyc' Dockerfile requirements/serve*.txt \
+		deploy/docker service modelstore models/README.md models/$(NAME)/$(VERSION) \
 	| docker build $(DOCKER_BUILD_FLAGS) $(BUILD_ARGS) -f Dockerfile --build-arg MODEL=models/$(NAME)/$(VERSION) \
-		-t $(IMAGE):$(NAME)-$(VERSION) -t $(IMAGE):$(NAME)-$(VERSION)-$(GIT_SHA) -
+		$(if $(filter sklearn,$(RUNTIME)),--target sklearn) \
+		-t $(IMAGE):$(NAME)-$(VERSION)$(if $(filter sklearn,$(RUNTIME)),-sklearn) \
+		-t $(IMAGE):$(NAME)-$(VERSION)-$(GIT_SHA)$(if $(filter sklearn,$(RUNTIME)),-sklearn) -
 
-push: ## push the tags of both images to REGISTRY=host/namespace
+push: ## push the tags of the three images to REGISTRY=host/namespace
 	@test -n "$(REGISTRY)" || { echo "usage: make push REGISTRY=registry.example.com/team"; exit 2; }
 	for tag in $(PROJECT_VERSION) $(GIT_SHA) latest; do \
-		for image in $(IMAGE) $(TRAIN_IMAGE); do \
-			docker tag $$image:$$tag $(REGISTRY)/$$image:$$tag && docker push $(REGISTRY)/$$image:$$tag || exit 1; \
+		for image in $(IMAGE):$$tag $(IMAGE):$$tag-sklearn $(TRAIN_IMAGE):$$tag; do \
+			docker tag $$image $(REGISTRY)/$$image && docker push $(REGISTRY)/$$image || exit 1; \
 		done; \
 	done
 

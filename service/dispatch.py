@@ -22,6 +22,11 @@ If a shared call fails, each request in it is retried on its own, so one faulty 
 alone. The queue is bounded: past `max_queue` waiting requests the server is overloaded and says
 so (503 with Retry-After) instead of letting latency grow without limit.
 
+With the compiled graph (ONNX Runtime, one thread) a call costs about 0.15 ms for one row and
+0.5 ms for a hundred, so nearly every call is under the inline budget and runs on the loop:
+handing it to a thread would cost more than the call. The model thread and its batching still
+pay for the scikit-learn runtime, and for very large batches on either.
+
 Rows are independent in every estimator the training side builds, so a request's answer does
 not depend on its batch companions (up to floating-point rounding in the last bits).
 """

@@ -24,6 +24,9 @@ class OnnxPredictor(Predictor):
     runtime = "onnx"
 
     def __init__(self, metadata: Metadata, graph: bytes) -> None:
+        # Before the first session creates ONNX Runtime's environment: only errors reach the log
+        # (a read-only home otherwise prints a telemetry warning that is not JSON).
+        onnxruntime.set_default_logger_severity(3)
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1

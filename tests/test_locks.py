@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ROOT
 
 LOCKS = ROOT / "requirements"
@@ -24,23 +26,38 @@ def pins(lock: Path) -> dict[str, tuple[str, frozenset[str]]]:
 
 
 def test_every_pin_is_hashed() -> None:
-    for name in ("serve.txt", "train.txt", "dev.txt"):
+    for name in ("serve.txt", "serve-sklearn.txt", "train.txt", "dev.txt"):
         locked = pins(LOCKS / name)
         assert locked, name
         assert all(hashes for _, hashes in locked.values()), name
 
 
-def test_training_and_serving_share_every_serving_version() -> None:
-    """The scikit-learn (and numpy, joblib, ...) that trains is the one that serves."""
-    serve, train = pins(LOCKS / "serve.txt"), pins(LOCKS / "train.txt")
-    for package, pinned in serve.items():
-        assert train.get(package) == pinned, package
-    assert "pandas" in train
-    assert "pandas" not in serve
+@pytest.mark.parametrize(
+    ("smaller", "larger"),
+    [
+        ("serve.txt", "serve-sklearn.txt"),
+        ("serve-sklearn.txt", "train.txt"),
+        ("train.txt", "dev.txt"),
+    ],
+)
+def test_every_lock_shares_the_versions_of_the_one_below(smaller: str, larger: str) -> None:
+    """The scikit-learn (and numpy, ONNX Runtime, ...) that trains is the one that serves."""
+    below, above = pins(LOCKS / smaller), pins(LOCKS / larger)
+    for package, pinned in below.items():
+        assert above.get(package) == pinned, package
 
 
-def test_serving_lock_has_no_training_or_dev_packages() -> None:
+def test_the_default_serving_lock_cannot_unpickle() -> None:
     serve = pins(LOCKS / "serve.txt")
-    for package in ("pandas", "pytest", "mypy", "ruff", "httpx2"):
+    assert "onnxruntime" in serve
+    for package in ("scikit-learn", "scipy", "joblib", "pandas", "skl2onnx", "onnx", "pytest"):
         assert package not in serve
+
+
+def test_the_sklearn_lock_adds_scikit_learn_but_no_training_or_dev_packages() -> None:
+    serve = pins(LOCKS / "serve-sklearn.txt")
     assert "scikit-learn" in serve
+    for package in ("pandas", "skl2onnx", "onnx", "pytest", "mypy", "ruff", "httpx2"):
+        assert package not in serve
+    train = pins(LOCKS / "train.txt")
+    assert train["protobuf"][0] == "6.33.6"  # 7.34 breaks skl2onnx's gradient boosting

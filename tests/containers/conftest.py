@@ -82,6 +82,7 @@ def project_copy(destination: Path) -> Path:
 @dataclass(frozen=True)
 class Images:
     serve: str
+    serve_sklearn: str
     train: str
     build_seconds: float
 
@@ -90,7 +91,12 @@ class Images:
 def images() -> Images:
     started = time.monotonic()
     must("make", "build", f"IMAGE={IMAGE}", f"TRAIN_IMAGE={TRAIN_IMAGE}", timeout=1200)
-    return Images(f"{IMAGE}:latest", f"{TRAIN_IMAGE}:latest", time.monotonic() - started)
+    return Images(
+        f"{IMAGE}:latest",
+        f"{IMAGE}:latest-sklearn",
+        f"{TRAIN_IMAGE}:latest",
+        time.monotonic() - started,
+    )
 
 
 def world_readable(source: Path, destination: Path) -> Path:

@@ -13,8 +13,16 @@ from typing import Any
 import httpx2
 import pytest
 
-from tests.containers.conftest import IMAGE, TRAIN_IMAGE, Images, must, project_copy, run
-from tests.e2e.test_process import free_port
+from tests.containers.conftest import (
+    IMAGE,
+    TRAIN_IMAGE,
+    Images,
+    must,
+    project_copy,
+    run,
+    world_readable,
+)
+from tests.e2e.test_process import free_port, graphless
 
 pytestmark = pytest.mark.docker
 BASE_IMAGE = "python:3.11-slim"
@@ -68,19 +76,22 @@ def image_bytes(image: str) -> int:
     return int(must("docker", "image", "inspect", "-f", "{{.Size}}", image).strip())
 
 
-def test_both_images_build_with_labels(images: Images) -> None:
-    labels = json.loads(
-        must("docker", "image", "inspect", "-f", "{{json .Config.Labels}}", images.serve)
-    )
-    for key in ("version", "revision", "created", "source"):
-        assert labels[f"org.opencontainers.image.{key}"] not in ("", "unknown"), key
-    assert labels["org.opencontainers.image.version"] == "0.1.0"
+def test_every_image_builds_with_labels(images: Images) -> None:
+    for image in (images.serve, images.serve_sklearn):
+        labels = json.loads(
+            must("docker", "image", "inspect", "-f", "{{json .Config.Labels}}", image)
+        )
+        for key in ("version", "revision", "created", "source"):
+            assert labels[f"org.opencontainers.image.{key}"] not in ("", "unknown"), key
+        assert labels["org.opencontainers.image.version"] == "0.1.0"
     train_labels = must("docker", "image", "inspect", "-f", "{{json .Config.Labels}}", images.train)
     assert "sklearn-serve-train" in train_labels
     added_mb = (image_bytes(images.serve) - image_bytes(BASE_IMAGE)) / 1e6
-    print(f"\nserving image adds {added_mb:.0f} MB over {BASE_IMAGE}")
-    print(f"both images built in {images.build_seconds:.0f}s")
-    assert added_mb < 250
+    sklearn_mb = (image_bytes(images.serve_sklearn) - image_bytes(BASE_IMAGE)) / 1e6
+    print(f"\nserving image adds {added_mb:.0f} MB over {BASE_IMAGE}, -sklearn {sklearn_mb:.0f} MB")
+    print(f"all images built in {images.build_seconds:.0f}s")
+    assert added_mb <= 130
+    assert sklearn_mb < 300
 
 
 def test_serving_image_is_lean_and_unprivileged(images: Images) -> None:
@@ -104,7 +115,10 @@ def test_serving_image_is_lean_and_unprivileged(images: Images) -> None:
         "set -e; for tool in gcc cc g++ make; do ! command -v $tool; done; "
         "test ! -e /app/training; test ! -e /app/tests; test ! -e /root/.cache/pip; "
         "test -z \"$(find / -xdev -type d -path '*/pip/http*' -print -quit)\"; "
-        "! python -c 'import pandas'; ! /opt/venv/bin/python -m pip --version; echo clean"
+        "! python -c 'import pandas'; ! /opt/venv/bin/python -m pip --version; "
+        # Nothing in the default image can unpickle a model.
+        "! python -c 'import sklearn'; ! python -c 'import joblib'; ! python -c 'import scipy'; "
+        "python -c 'import onnxruntime'; echo clean"
     )
     result = run(
         "docker",
@@ -137,6 +151,8 @@ def test_serves_a_mounted_model_and_turns_healthy(
     print(f"\ncold start, docker run to ready: {time.monotonic() - started:.2f}s")
     answer = predict(port, penguin_example)
     assert answer["model"] == {"name": "penguins", "version": 1}
+    ready = httpx2.get(f"http://127.0.0.1:{port}/health/ready", timeout=5).json()
+    assert ready["runtime"] == "onnx"
     assert answer["predictions"][0]["label"] == "Adelie"
     deadline = time.monotonic() + 60
     status = ""
@@ -155,9 +171,12 @@ def test_serves_a_mounted_model_and_turns_healthy(
     assert must("docker", "inspect", "-f", "{{.State.ExitCode}}", name).strip() == "0"
 
 
-def test_tampered_mounted_model_stops_the_container(images: Images, store: Path) -> None:
+@pytest.mark.parametrize("file", ["model.onnx", "model.joblib"])
+def test_tampered_mounted_model_stops_the_container(images: Images, store: Path, file: str) -> None:
     models = store
-    with (models / "penguins" / "1" / "model.joblib").open("r+b") as handle:
+    # Each image checks the file it would run: the graph, or the pickle in the -sklearn image.
+    image = images.serve if file == "model.onnx" else images.serve_sklearn
+    with (models / "penguins" / "1" / file).open("r+b") as handle:
         handle.seek(100)
         handle.write(b"tampered")
     result = run(
@@ -172,7 +191,8 @@ def test_tampered_mounted_model_stops_the_container(images: Images, store: Path)
         "HOST=127.0.0.1",
         "-v",
         f"{models}:/models:ro",
-        images.serve,
+        *(["-e", "RUNTIME=sklearn"] if file == "model.joblib" else []),
+        image,
         timeout=60,
     )
     assert result.returncode == 1
@@ -180,7 +200,7 @@ def test_tampered_mounted_model_stops_the_container(images: Images, store: Path)
     assert len(lines) == 1
     assert lines[0]["level"] == "error"
     assert lines[0]["model_dir"] == "/models"
-    assert "sha256 mismatch for /models/penguins/1/model.joblib" in lines[0]["reason"]
+    assert f"sha256 mismatch for /models/penguins/1/{file}" in lines[0]["reason"]
 
 
 def test_baked_model_image_needs_no_volume(
@@ -222,7 +242,7 @@ def test_code_only_change_reuses_the_dependency_layers(images: Images, tmp_path:
     seconds = time.monotonic() - started
     print(f"\nrebuild after a code-only change: {seconds:.1f}s")
     steps = output.split("\nStep ")
-    install = next(step for step in steps if "pip install" in step)
+    install = next(step for step in steps if "RUN install-venv" in step)
     assert "Using cache" in install
     code = next(step for step in steps if "COPY service/" in step)
     assert "Using cache" not in code
@@ -314,3 +334,35 @@ def test_hadolint_passes_on_both_dockerfiles() -> None:
         pytest.skip("hadolint not installed")
     result = run("hadolint", "Dockerfile", "Dockerfile.train")
     assert result.returncode == 0, result.stdout
+
+
+def test_the_default_image_refuses_a_version_without_a_graph_naming_the_other(
+    images: Images, store: Path, tmp_path: Path
+) -> None:
+    models = world_readable(graphless(store, tmp_path / "old"), tmp_path / "readable")
+    result = run(
+        "docker", "run", "--rm", "--network", "none", "-v", f"{models}:/models:ro", images.serve
+    )
+    assert result.returncode == 1
+    (line,) = [json.loads(x) for x in result.stdout.splitlines() if x.startswith("{")]
+    assert "has no verified ONNX graph" in line["reason"]
+    assert "this image has no scikit-learn" in line["reason"]
+    assert "-sklearn suffix" in line["reason"]
+
+
+def test_the_sklearn_image_serves_a_version_without_a_graph(
+    images: Images,
+    store: Path,
+    tmp_path: Path,
+    penguin_example: dict[str, Any],
+    container_names: list[str],
+) -> None:
+    models = world_readable(graphless(store, tmp_path / "old"), tmp_path / "readable")
+    port = free_port()
+    name = start_container(
+        images.serve_sklearn, container_names, port, "-v", f"{models}:/models:ro"
+    )
+    wait_ready(name, port)
+    ready = httpx2.get(f"http://127.0.0.1:{port}/health/ready", timeout=5).json()
+    assert ready["runtime"] == "sklearn"
+    assert predict(port, penguin_example)["predictions"][0]["label"] == "Adelie"
