@@ -23,6 +23,7 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the in-process floor uses the service's own predictors
 DURATION = os.environ.get("BENCH_SECONDS", "3")
 RUNTIMES = ("onnx", "sklearn")
 SERVERS = (*RUNTIMES, "baseline")
