@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from collections.abc import AsyncIterator, Callable
@@ -19,7 +20,7 @@ from service.loading import load_model
 from service.logs import configure_logging
 from service.metrics import Metrics, multiprocess_dir
 from service.middleware import RequestContext
-from service.routes import router
+from service.routes import mount_predict, router
 from service.runtime import Runtime
 from service.schema import openapi_components
 from service.settings import Settings, load_settings
@@ -52,6 +53,10 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
         loaded = model if model is not None else await run_in_threadpool(load_model, settings)
         runtime = await run_in_threadpool(Runtime.build, settings, loaded, metrics)
         app.state.runtime = runtime
+        # Everything built so far lives as long as the process: keep it out of the collector's
+        # scans, which otherwise walk the model's objects on every full collection.
+        gc.collect()
+        gc.freeze()
         metrics.model_info.labels(**runtime.model_ref, runtime=runtime.predictor.runtime).set(1)
         log.info(
             "model ready",
@@ -74,9 +79,13 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
         version=VERSION,
         description="Predictions from one verified, versioned scikit-learn model.",
         lifespan=lifespan,
+        # FastAPI's OpenTelemetry hooks look up providers (and the environment) on every
+        # request even when nothing is exported; our metrics and logs are our own.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     app.state.metrics = metrics
     app.include_router(router)
+    mount_predict(app)
     app.add_exception_handler(ServiceError, handle_service_error)
     app.add_middleware(RequestContext, metrics=metrics)
     app.openapi = openapi_builder(app)  # type: ignore[method-assign]
@@ -105,7 +114,8 @@ def openapi_builder(app: FastAPI) -> Callable[[], dict[str, Any]]:
         _, components = openapi_components(runtime.loaded.metadata, runtime.validator)
         components["Error"] = ERROR_SCHEMA
         schema.setdefault("components", {}).setdefault("schemas", {}).update(components)
-        operation = schema["paths"]["/predict"]["post"]
+        operation = schema["paths"].setdefault("/predict", {}).setdefault("post", {})
+        operation.update(summary="Predict for a batch of instances", operationId="predict")
         operation["requestBody"] = {"required": True, "content": _json_ref("PredictRequest")}
         operation["responses"] = {
             "200": {

@@ -60,6 +60,12 @@ class ConsoleFormatter(logging.Formatter):
 
 
 def configure_logging(level: str, fmt: str) -> None:
+    # The logging HOWTO's optimisations: no formatter here prints the caller's file and line,
+    # thread or process, and finding the caller walks the stack on every request line.
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter() if fmt == "json" else ConsoleFormatter())
     root = logging.getLogger()

@@ -7,6 +7,7 @@ writes to files under PROMETHEUS_MULTIPROC_DIR and any worker's /metrics sums th
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -30,6 +31,7 @@ class Metrics:
         disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series are noise
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self.requests = Counter(
             "http_requests",
             "HTTP requests by route and status",
@@ -61,8 +63,14 @@ class Metrics:
         )
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
-        self.requests.labels(method, route, status).inc()
-        self.latency.labels(method, route, status).observe(seconds)
+        # Label sets are few (routes are templates), so each pair of children is looked up once.
+        key = (method, route, status)
+        children = self._request_children.get(key)
+        if children is None:
+            children = (self.requests.labels(*key), self.latency.labels(*key))
+            self._request_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def exposition(self) -> bytes:
         if multiprocess_dir():

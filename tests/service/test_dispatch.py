@@ -66,6 +66,32 @@ def test_concurrent_requests_are_batched_and_answered_in_order() -> None:
     dispatch.close()
 
 
+def test_a_turns_inline_batch_holds_the_loop_at_most_the_lone_budget() -> None:
+    model = SlowModel(0.0001)
+    model.estimated_seconds = lambda rows: 0.0001 + 0.0004 * rows  # type: ignore[method-assign]
+    dispatch = dispatcher(model)
+
+    async def main() -> list[Any]:
+        return await asyncio.gather(*(dispatch.predict(rows(i)) for i in range(30)))
+
+    answers = asyncio.run(main())
+    assert answers == [[{"value": i}] for i in range(30)]
+    assert [n for n, _ in model.calls] == [12, 12, 6]  # 12 rows: 4.9 ms; 13 rows: over 5 ms
+
+
+def test_one_faulty_request_fails_alone_when_batched_on_the_loop() -> None:
+    dispatch = dispatcher(SlowModel(0.0001, poison=2))
+
+    async def main() -> list[Any]:
+        return await asyncio.gather(
+            *(dispatch.predict(rows(i)) for i in range(4)), return_exceptions=True
+        )
+
+    results = asyncio.run(main())
+    assert isinstance(results[2], RuntimeError)
+    assert [results[i] for i in (0, 1, 3)] == [[{"value": 0}], [{"value": 1}], [{"value": 3}]]
+
+
 def test_batches_respect_the_row_cap() -> None:
     model = SlowModel(0.02)
     dispatch = dispatcher(model, max_rows=5)
@@ -169,7 +195,8 @@ def test_cheap_models_always_run_inline() -> None:
         await asyncio.gather(*(dispatch.predict(rows(i)) for i in range(5)))
 
     asyncio.run(main())
-    assert [name for _, name in model.calls] == [threading.main_thread().name] * 5
+    assert {name for _, name in model.calls} == {threading.main_thread().name}
+    assert model.calls == [(5, threading.main_thread().name)]  # one call for the turn's five
 
 
 @pytest.mark.parametrize("count", [1, 7])
