@@ -49,8 +49,8 @@ serve: $(STAMP) ## serve an existing model locally (no training)
 	MODEL_DIR=$(MODEL_DIR) $(PY) -m service
 
 train-local: $(STAMP) ## train in the local virtualenv (CONFIG=.., or DATA=.. TARGET=.., as for train)
-	$(PY) -m training --models-dir $(MODEL_DIR) $(if $(CONFIG),--config $(CONFIG)) \
-		$(if $(DATA),--data $(DATA)) $(if $(TARGET),--target $(TARGET)) $(if $(NAME),--name $(NAME))
+	$(PY) -m training --models-dir $(MODEL_DIR) $(strip $(if $(CONFIG),--config $(CONFIG)) \
+		$(if $(DATA),--data $(DATA)) $(if $(TARGET),--target $(TARGET)) $(if $(NAME),--name $(NAME)))
 
 test: $(STAMP) ## run the static checks and the whole test suite (container tests need Docker)
 	$(MAKE) --no-print-directory lint

@@ -278,6 +278,8 @@ def test_make_train_writes_a_version_owned_by_the_caller(images: Images, tmp_pat
         assert (path.stat().st_uid, path.stat().st_gid) == (uid, gid)
     meta = json.loads((version / "metadata.json").read_text())
     assert meta["git"]["commit"]  # passed in, since the image has no .git
+    assert meta["onnx"]["verified"]  # the training image compiles and checks the graph too
+    assert (version / "model.onnx").stat().st_uid == uid
     make_train(models, uid, gid)
     assert sorted(
         p.name for p in (models / "penguins").iterdir() if not p.name.startswith(".")
