@@ -34,6 +34,7 @@ not depend on its batch companions (up to floating-point rounding in the last bi
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -107,13 +108,8 @@ class Dispatcher:
 
     def _run_inline(self) -> None:
         # One call holds the loop at most about LONE_BUDGET_SECONDS; the rest runs next turn.
-        taken, counted = 0, 0
-        for instances, _ in self._inline:
-            estimate = self.predictor.estimated_seconds(counted + len(instances))
-            if taken and estimate > LONE_BUDGET_SECONDS:
-                break
-            taken += 1
-            counted += len(instances)
+        estimate = self.predictor.estimated_seconds
+        taken = _prefix(self._inline, lambda rows: estimate(rows) <= LONE_BUDGET_SECONDS)
         batch, self._inline = self._inline[:taken], self._inline[taken:]
         if self._inline:
             asyncio.get_running_loop().call_soon(self._run_inline)
@@ -127,11 +123,7 @@ class Dispatcher:
             for instances, future in batch:  # retried alone, so only a faulty request fails
                 self._settle_alone(instances, future)
             return
-        start = 0
-        for instances, future in batch:
-            end = start + len(instances)
-            _settle(future, result=results[start:end])
-            start = end
+        _deliver(batch, results)
 
     def _settle_alone(self, instances: Instances, future: asyncio.Future[Predictions]) -> None:
         if future.done():
@@ -157,12 +149,7 @@ class Dispatcher:
                     else:
                         await self._one_by_one(batch)
                     continue
-                start = 0
-                for instances, future in batch:
-                    end = start + len(instances)
-                    if not future.done():  # a client that went away leaves a cancelled future
-                        future.set_result(results[start:end])
-                    start = end
+                _deliver(batch, results)
         finally:
             self._drainer = None
 
@@ -181,17 +168,35 @@ class Dispatcher:
 
     def _take_batch(self) -> list[tuple[Instances, asyncio.Future[Predictions]]]:
         """Every waiting request that fits under the row cap, and always at least one."""
-        taken, rows = 0, 0
-        for instances, _ in self._pending:
-            if taken and rows + len(instances) > self.max_rows:
-                break
-            taken += 1
-            rows += len(instances)
+        taken = _prefix(self._pending, lambda rows: rows <= self.max_rows)
         batch, self._pending = self._pending[:taken], self._pending[taken:]
         return batch
 
     def close(self) -> None:
         self._thread.shutdown(wait=True)
+
+
+def _prefix(waiting: list[tuple[Instances, Any]], fits: Callable[[int], bool]) -> int:
+    """How many requests, from the front, to predict in one call: always at least one, then as
+    many as keep the total row count acceptable to `fits`."""
+    taken, rows = 0, 0
+    for instances, _ in waiting:
+        if taken and not fits(rows + len(instances)):
+            break
+        taken += 1
+        rows += len(instances)
+    return taken
+
+
+def _deliver(
+    batch: list[tuple[Instances, asyncio.Future[Predictions]]], results: Predictions
+) -> None:
+    """Hand each request its own slice of a shared call's predictions."""
+    start = 0
+    for instances, future in batch:
+        end = start + len(instances)
+        _settle(future, result=results[start:end])
+        start = end
 
 
 def _settle(

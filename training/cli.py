@@ -289,12 +289,11 @@ def onnx_summary(metadata: Metadata) -> str:
     compiled = metadata.onnx
     if compiled is None:
         return "not compiled"
-    rows = f"{compiled.checked_rows} rows + {compiled.synthetic_rows} edge rows"
-    deviation = "n/a" if compiled.max_deviation is None else f"{compiled.max_deviation:.2g}"
     if not compiled.verified:
         return f"none: {compiled.reason}"
     return (
-        f"verified on {rows}: largest {compiled.deviation} deviation {deviation}"
+        f"verified on {compiled.checked_rows} rows + {compiled.synthetic_rows} edge rows: largest"
+        f" {compiled.deviation} deviation {compiled.max_deviation:.2g}"
         f" (tolerance {compiled.tolerance:.2g})"
     )
 

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from modelstore.metadata import FeatureType
 from training.errors import TrainingError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -16,7 +17,6 @@ DEFAULT_CONFIG = PACKAGE_DIR / "configs" / "default.toml"
 Estimator = Literal["linear", "random_forest", "hist_gradient_boosting"]
 TaskChoice = Literal["auto", "classification", "regression"]
 GateMetric = Literal["accuracy", "f1_macro", "roc_auc", "rmse", "mae", "r2"]
-ColumnType = Literal["number", "integer", "boolean", "string"]
 LOWER_IS_BETTER = frozenset({"rmse", "mae"})
 REGRESSION_METRICS = frozenset({"rmse", "mae", "r2"})
 
@@ -32,7 +32,7 @@ class DataSection(_Section):
     missing_values: list[str] = Field(
         default_factory=list, description="extra cell values that mean missing, such as '?'"
     )
-    types: dict[str, ColumnType] = Field(
+    types: dict[str, FeatureType] = Field(
         default_factory=dict, description="column types that override inference"
     )
 

@@ -161,13 +161,14 @@ def tampered_graph(store: Path, tmp_path: Path) -> Path:
 
 
 def graphless(store: Path, tmp_path: Path) -> Path:
-    """The version as a release before compiled graphs wrote it: no model.onnx, no `onnx`."""
+    """The version as the previous release wrote it: format 1, no model.onnx, no `onnx`."""
     copy = tmp_path / "models"
     shutil.copytree(store, copy)
     version = copy / "penguins" / "1"
     (version / "model.onnx").unlink()
     meta = json.loads((version / "metadata.json").read_text())
-    del meta["onnx"]
+    del meta["onnx"], meta["ignored_columns"]
+    meta["format_version"] = 1
     (version / "metadata.json").write_text(json.dumps(meta))
     return copy
 
