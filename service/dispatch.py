@@ -38,8 +38,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import numpy as np
+
 from service.errors import OverloadedError
-from service.predictor import Predictor
+from service.predictor import Predictor, Table
 
 # A call this short cannot delay a probe noticeably, whatever the load.
 INLINE_BUDGET_SECONDS = 0.0005
@@ -47,8 +49,7 @@ INLINE_BUDGET_SECONDS = 0.0005
 LONE_BUDGET_SECONDS = 0.005
 RETRY_AFTER_SECONDS = 1
 
-Instances = list[dict[str, Any]]
-Predictions = list[dict[str, Any]]
+Output = np.ndarray[Any, Any]  # a slice of `Predictor.compute`'s answer: one row per input row
 
 
 class Dispatcher:
@@ -58,16 +59,17 @@ class Dispatcher:
         self.max_queue = max_queue
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
         # Touched only from the event loop, so no lock is needed.
-        self._pending: list[tuple[Instances, asyncio.Future[Predictions]]] = []
+        self._pending: list[tuple[Table, asyncio.Future[Output]]] = []
         self._drainer: asyncio.Task[None] | None = None
         self._claimed = False  # a lone request is checking whether it may run on the loop
         # Cheap calls that reach the dispatcher in the same turn of the loop, predicted together.
-        self._inline: list[tuple[Instances, asyncio.Future[Predictions]]] = []
+        self._inline: list[tuple[Table, asyncio.Future[Output]]] = []
 
-    async def predict(self, instances: Instances) -> Predictions:
-        estimate = self.predictor.estimated_seconds(len(instances))
+    async def predict(self, table: Table) -> Output:
+        """The model's raw answer for these rows, computed alone or together with others."""
+        estimate = self.predictor.estimated_seconds(len(table))
         if estimate <= INLINE_BUDGET_SECONDS:
-            return await self._on_the_loop(instances)
+            return await self._on_the_loop(table)
         idle = not self._claimed and self._drainer is None and not self._pending
         if idle and estimate <= LONE_BUDGET_SECONDS:
             self._claimed = True
@@ -77,7 +79,7 @@ class Dispatcher:
                 await asyncio.sleep(0)
                 await asyncio.sleep(0)
                 if self._drainer is None and not self._pending:
-                    return self.predictor.predict(instances)
+                    return self.predictor.compute(table)
             finally:
                 self._claimed = False
         if len(self._pending) >= self.max_queue:
@@ -86,13 +88,13 @@ class Dispatcher:
                 {"Retry-After": str(RETRY_AFTER_SECONDS)},
             )
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[Predictions] = loop.create_future()
-        self._pending.append((instances, future))
+        future: asyncio.Future[Output] = loop.create_future()
+        self._pending.append((table, future))
         if self._drainer is None:
             self._drainer = loop.create_task(self._drain())
         return await future
 
-    def _on_the_loop(self, instances: Instances) -> asyncio.Future[Predictions]:
+    def _on_the_loop(self, table: Table) -> asyncio.Future[Output]:
         """Join this turn's inline batch; the first request of the turn schedules its call.
 
         Requests read from sockets in the same turn of the loop all reach here before the
@@ -100,10 +102,10 @@ class Dispatcher:
         lone request waits for nothing but the callback.
         """
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[Predictions] = loop.create_future()
+        future: asyncio.Future[Output] = loop.create_future()
         if not self._inline:
             loop.call_soon(self._run_inline)
-        self._inline.append((instances, future))
+        self._inline.append((table, future))
         return future
 
     def _run_inline(self) -> None:
@@ -116,20 +118,20 @@ class Dispatcher:
         if len(batch) == 1:
             self._settle_alone(*batch[0])
             return
-        rows = [row for instances, _ in batch for row in instances]
+        rows = Table.concat([table for table, _ in batch])
         try:
-            results = self.predictor.predict(rows)
+            results = self.predictor.compute(rows)
         except Exception:
-            for instances, future in batch:  # retried alone, so only a faulty request fails
-                self._settle_alone(instances, future)
+            for table, future in batch:  # retried alone, so only a faulty request fails
+                self._settle_alone(table, future)
             return
         _deliver(batch, results)
 
-    def _settle_alone(self, instances: Instances, future: asyncio.Future[Predictions]) -> None:
+    def _settle_alone(self, table: Table, future: asyncio.Future[Output]) -> None:
         if future.done():
             return
         try:
-            result = self.predictor.predict(instances)
+            result = self.predictor.compute(table)
         except Exception as exc:
             _settle(future, error=exc)
         else:
@@ -140,9 +142,9 @@ class Dispatcher:
         try:
             while self._pending:
                 batch = self._take_batch()
-                rows = [row for instances, _ in batch for row in instances]
+                rows = Table.concat([table for table, _ in batch])
                 try:
-                    results = await loop.run_in_executor(self._thread, self.predictor.predict, rows)
+                    results = await loop.run_in_executor(self._thread, self.predictor.compute, rows)
                 except Exception as exc:
                     if len(batch) == 1:
                         _settle(batch[0][1], error=exc)
@@ -153,20 +155,20 @@ class Dispatcher:
         finally:
             self._drainer = None
 
-    async def _one_by_one(self, batch: list[tuple[Instances, asyncio.Future[Predictions]]]) -> None:
+    async def _one_by_one(self, batch: list[tuple[Table, asyncio.Future[Output]]]) -> None:
         """A shared call failed: retry each request alone so only the faulty one fails."""
         loop = asyncio.get_running_loop()
-        for instances, future in batch:
+        for table, future in batch:
             if future.done():
                 continue
             try:
-                result = await loop.run_in_executor(self._thread, self.predictor.predict, instances)
+                result = await loop.run_in_executor(self._thread, self.predictor.compute, table)
             except Exception as exc:
                 _settle(future, error=exc)
             else:
                 _settle(future, result=result)
 
-    def _take_batch(self) -> list[tuple[Instances, asyncio.Future[Predictions]]]:
+    def _take_batch(self) -> list[tuple[Table, asyncio.Future[Output]]]:
         """Every waiting request that fits under the row cap, and always at least one."""
         taken = _prefix(self._pending, lambda rows: rows <= self.max_rows)
         batch, self._pending = self._pending[:taken], self._pending[taken:]
@@ -176,37 +178,35 @@ class Dispatcher:
         self._thread.shutdown(wait=True)
 
 
-def _prefix(waiting: list[tuple[Instances, Any]], fits: Callable[[int], bool]) -> int:
+def _prefix(waiting: list[tuple[Table, Any]], fits: Callable[[int], bool]) -> int:
     """How many requests, from the front, to predict in one call: always at least one, then as
     many as keep the total row count acceptable to `fits`."""
     taken, rows = 0, 0
-    for instances, _ in waiting:
-        if taken and not fits(rows + len(instances)):
+    for table, _ in waiting:
+        if taken and not fits(rows + len(table)):
             break
         taken += 1
-        rows += len(instances)
+        rows += len(table)
     return taken
 
 
-def _deliver(
-    batch: list[tuple[Instances, asyncio.Future[Predictions]]], results: Predictions
-) -> None:
+def _deliver(batch: list[tuple[Table, asyncio.Future[Output]]], results: Output) -> None:
     """Hand each request its own slice of a shared call's predictions."""
     start = 0
-    for instances, future in batch:
-        end = start + len(instances)
+    for table, future in batch:
+        end = start + len(table)
         _settle(future, result=results[start:end])
         start = end
 
 
 def _settle(
-    future: asyncio.Future[Predictions],
-    result: Predictions | None = None,
+    future: asyncio.Future[Output],
+    result: Output | None = None,
     error: Exception | None = None,
 ) -> None:
     if future.done():  # a client that went away leaves a cancelled future
         return
     if error is not None:
         future.set_exception(error)
-    else:
-        future.set_result(result or [])
+    elif result is not None:
+        future.set_result(result)

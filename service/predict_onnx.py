@@ -15,7 +15,7 @@ import numpy as np
 import onnxruntime
 
 from modelstore import Metadata
-from service.predictor import Predictor
+from service.predictor import Predictor, Table
 
 _NAN = math.nan
 
@@ -41,16 +41,20 @@ class OnnxPredictor(Predictor):
         self.inputs = [(f.name, f.type == "string") for f in metadata.features]
         super().__init__(metadata)
 
-    def compute(self, instances: list[dict[str, Any]]) -> np.ndarray[Any, Any]:
+    def compute(self, table: Table) -> np.ndarray[Any, Any]:
         feeds: dict[str, np.ndarray[Any, Any]] = {}
-        with np.errstate(all="ignore"):  # 1e308 becomes inf in float32; the answer is checked
+        columns = table.columns
+        with np.errstate(all="ignore"):  # huge numbers may overflow float32; the answer is checked
             for name, is_string in self.inputs:
+                values = columns[name]
                 if is_string:
-                    texts = ["" if (v := i[name]) is None else v for i in instances]
-                    feeds[name] = np.array(texts, dtype=object).reshape(-1, 1)
+                    if None in values:
+                        values = ["" if v is None else v for v in values]
+                    feeds[name] = np.array(values, dtype=object).reshape(-1, 1)
                 else:
-                    numbers = [_NAN if (v := i[name]) is None else v for i in instances]
-                    feeds[name] = np.array(numbers, dtype=np.float32).reshape(-1, 1)
+                    if None in values:
+                        values = [_NAN if v is None else v for v in values]
+                    feeds[name] = np.array(values, dtype=np.float32).reshape(-1, 1)
             (output,) = self.session.run([self.output], feeds)
         result = np.asarray(output, dtype=float)
         return result if self.is_classifier else result.reshape(-1)

@@ -13,7 +13,7 @@ import sklearn
 from threadpoolctl import threadpool_limits
 
 from modelstore import Metadata
-from service.predictor import Predictor
+from service.predictor import Predictor, Table
 
 
 class SklearnPredictor(Predictor):
@@ -25,16 +25,18 @@ class SklearnPredictor(Predictor):
         self.estimator = estimator
         super().__init__(metadata)
 
-    def rows(self, instances: list[dict[str, Any]]) -> np.ndarray[Any, np.dtype[np.object_]]:
-        """Instances as a 2-D object array in feature order; null becomes NaN for the imputers."""
-        names = self.feature_names
-        matrix = np.empty((len(instances), len(names)), dtype=object)
-        for i, instance in enumerate(instances):
-            matrix[i] = [math.nan if (v := instance[n]) is None else v for n in names]
+    def matrix(self, table: Table) -> np.ndarray[Any, np.dtype[np.object_]]:
+        """The rows as a 2-D object array in feature order; None becomes NaN for the imputers."""
+        matrix = np.empty((table.rows, len(self.feature_names)), dtype=object)
+        for j, name in enumerate(self.feature_names):
+            values = table.columns[name]
+            if None in values:
+                values = [math.nan if v is None else v for v in values]
+            matrix[:, j] = values
         return matrix
 
-    def compute(self, instances: list[dict[str, Any]]) -> np.ndarray[Any, Any]:
-        X = self.rows(instances)
+    def compute(self, table: Table) -> np.ndarray[Any, Any]:
+        X = self.matrix(table)
         # Inputs are already validated as finite, so scikit-learn may skip its own checks. Huge
         # inputs may still overflow inside the model: the result is checked instead of warned.
         with (

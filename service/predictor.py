@@ -18,6 +18,35 @@ import numpy as np
 from modelstore import LoadedModel, Metadata, class_key
 
 
+class Table:
+    """Rows as one list per feature: what every protocol decodes into and every runtime reads.
+
+    Values are plain Python scalars, None for a missing one. Columns suit both runtimes (the
+    graph takes one tensor per feature) and concatenate cheaply when requests share a call.
+    """
+
+    __slots__ = ("columns", "rows")
+
+    def __init__(self, columns: dict[str, list[Any]], rows: int) -> None:
+        self.columns = columns
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return self.rows
+
+    @classmethod
+    def from_instances(cls, instances: list[dict[str, Any]], names: list[str]) -> Table:
+        return cls({name: [i[name] for i in instances] for name in names}, len(instances))
+
+    @classmethod
+    def concat(cls, tables: list[Table]) -> Table:
+        if len(tables) == 1:
+            return tables[0]
+        names = tables[0].columns
+        joined = {name: [v for t in tables for v in t.columns[name]] for name in names}
+        return cls(joined, sum(t.rows for t in tables))
+
+
 class NonFinitePredictionError(Exception):
     """The model produced NaN or infinity for these rows (inputs beyond what it can handle)."""
 
@@ -40,12 +69,17 @@ class Predictor(ABC):
         self.fixed_cost, self.row_cost = self._measure()
 
     @abstractmethod
-    def compute(self, instances: list[dict[str, Any]]) -> np.ndarray[Any, Any]:
+    def compute(self, table: Table) -> np.ndarray[Any, Any]:
         """Class probabilities (n x classes, metadata order) or values (n), as float64."""
 
     def predict(self, instances: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        output = self.compute(instances)
-        _check_finite(output)
+        """Offline use and start-up timing: validated instances in, native answers out."""
+        output = self.compute(Table.from_instances(instances, self.feature_names))
+        check_finite(output)
+        return self.shape(output)
+
+    def shape(self, output: np.ndarray[Any, Any]) -> list[dict[str, Any]]:
+        """The native API's answer for each row of a `compute` result."""
         if not self.is_classifier:
             return [{"value": v} for v in output.tolist()]
         best = output.argmax(axis=1).tolist()
@@ -86,7 +120,7 @@ def make_predictor(loaded: LoadedModel) -> Predictor:
     return SklearnPredictor(loaded.metadata, loaded.estimator)
 
 
-def _check_finite(values: np.ndarray[Any, Any]) -> None:
+def check_finite(values: np.ndarray[Any, Any]) -> None:
     """JSON has no infinity: huge but finite inputs can overflow a linear model."""
     finite = np.isfinite(values)
     if not finite.all():

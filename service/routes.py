@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import orjson
@@ -18,7 +17,7 @@ from service.errors import (
     UnsupportedMediaTypeError,
     json_response,
 )
-from service.predictor import NonFinitePredictionError
+from service.predictor import NonFinitePredictionError, Table
 from service.runtime import Runtime
 from service.schema import error_details, is_oversize_batch, non_finite_details
 
@@ -74,13 +73,12 @@ async def predict(request: Request) -> Response:
             ) from None
         raise InvalidBodyError(error_details(exc, runtime.nullable)) from None
     instances = payload["instances"]
-    started = time.perf_counter()
+    table = Table.from_instances(instances, runtime.predictor.feature_names)
     try:
-        predictions = await runtime.dispatcher.predict(instances)
+        output = await runtime.run(table)
     except NonFinitePredictionError as exc:
         raise InvalidBodyError(non_finite_details(exc.rows)) from None
-    runtime.metrics.model_seconds.observe(time.perf_counter() - started)
-    runtime.predictions_counter.inc(len(instances))
+    predictions = runtime.predictor.shape(output)
     return Response(
         orjson.dumps({"model": runtime.model_ref, "predictions": predictions}),
         media_type="application/json",

@@ -297,10 +297,10 @@ def test_openapi_version_is_the_project_version(client: TestClient) -> None:
 def test_a_model_failure_is_a_bare_500_with_the_request_id(
     client: TestClient, penguin_example: dict[str, Any], caplog: pytest.LogCaptureFixture
 ) -> None:
-    def explode(instances: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def explode(table: Any) -> Any:
         raise ValueError("secret internals")
 
-    client.app.state.runtime.dispatcher.predictor.predict = explode  # type: ignore[attr-defined]
+    client.app.state.runtime.dispatcher.predictor.compute = explode  # type: ignore[attr-defined]
     response = client.post("/predict", json=body(penguin_example), headers={"X-Request-ID": "r-9"})
     assert response.status_code == 500
     assert response.json() == {"detail": "internal server error"}
