@@ -1,1 +1,3 @@
 """The prediction service: one verified model version behind a typed HTTP API."""
+
+__version__ = "0.1.0"

@@ -13,20 +13,23 @@ from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.utils import get_openapi
 from prometheus_client import multiprocess
+from starlette.exceptions import HTTPException
 
 from modelstore import LoadedModel
-from service.errors import ServiceError, handle_service_error
+from service import __version__
+from service.errors import ServiceError, handle_http_exception, handle_service_error
 from service.loading import load_model
 from service.logs import configure_logging
 from service.metrics import Metrics, multiprocess_dir
 from service.middleware import RequestContext
+from service.protocols import mount_protocol_routes
 from service.routes import mount_predict, router
 from service.runtime import Runtime
 from service.schema import openapi_components
 from service.settings import Settings, load_settings
 
 log = logging.getLogger("service")
-VERSION = "0.1.0"
+VERSION = __version__
 ERROR_SCHEMA = {
     "type": "object",
     "required": ["detail"],
@@ -86,7 +89,9 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
     app.state.metrics = metrics
     app.include_router(router)
     mount_predict(app)
+    mount_protocol_routes(app)
     app.add_exception_handler(ServiceError, handle_service_error)
+    app.add_exception_handler(HTTPException, handle_http_exception)
     app.add_middleware(RequestContext, metrics=metrics)
     app.openapi = openapi_builder(app)  # type: ignore[method-assign]
     return app

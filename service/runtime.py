@@ -16,6 +16,7 @@ from modelstore import LoadedModel
 from service.dispatch import Dispatcher
 from service.errors import UnauthorizedError
 from service.metrics import Metrics
+from service.oip import TensorModel
 from service.predictor import Predictor, Table, check_finite, make_predictor
 from service.schema import request_adapter
 from service.settings import Settings
@@ -34,11 +35,15 @@ class Runtime:
     metadata_json: bytes
     dispatcher: Dispatcher
     predictions_counter: Any  # the labelled child of metrics.predictions, looked up once
+    tensors: TensorModel  # the model as KServe v1 and the Open Inference Protocol see it
+    tensor_metadata_json: bytes
 
     @classmethod
     def build(cls, settings: Settings, loaded: LoadedModel, metrics: Metrics) -> Runtime:
         meta = loaded.metadata
         predictor = make_predictor(loaded)
+        platform = "onnxruntime_onnx" if predictor.runtime == "onnx" else "sklearn"
+        tensors = TensorModel(meta, settings.max_batch_size, platform)
         return cls(
             settings=settings,
             loaded=loaded,
@@ -53,6 +58,8 @@ class Runtime:
                 {**meta.model_dump(mode="json"), "runtime": predictor.runtime}
             ),
             predictions_counter=metrics.predictions.labels(meta.name, meta.version),
+            tensors=tensors,
+            tensor_metadata_json=orjson.dumps(tensors.metadata_response()),
             dispatcher=Dispatcher(
                 predictor,
                 max_rows_per_call=max(settings.max_batch_size, 256),

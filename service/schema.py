@@ -10,14 +10,32 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, Literal, NotRequired
 
-from pydantic import ConfigDict, Field, Strict, TypeAdapter, ValidationError
+from pydantic import BeforeValidator, ConfigDict, Field, Strict, TypeAdapter, ValidationError
 from typing_extensions import TypedDict
 
 from modelstore import Feature, Metadata, class_key
 
-FiniteNumber = Annotated[float, Strict(), Field(allow_inf_nan=False)]
-# Bounded so every accepted integer converts to a float without overflow inside the model.
-Integer = Annotated[int, Strict(), Field(ge=-(2**63), le=2**63 - 1)]
+# The largest magnitude a number or integer feature may have. The compiled graph computes in
+# float32 (largest 3.4e38), and a linear model scales, weighs and sums its inputs: far beyond
+# any trained range that overflows to infinity. 1e15 is past any measurement a table holds and
+# leaves about 23 orders of magnitude for the model's arithmetic.
+MAX_MAGNITUDE = 10**15
+
+
+def _whole_number(value: Any) -> Any:
+    """JSON has one number type: 2007.0 (what pandas writes for an integer column with gaps)
+    is the integer 2007. 2007.5 stays a float and fails the strict integer check."""
+    if type(value) is float and value.is_integer():
+        return int(value)
+    return value
+
+
+FiniteNumber = Annotated[
+    float, Strict(), Field(allow_inf_nan=False, ge=-MAX_MAGNITUDE, le=MAX_MAGNITUDE)
+]
+Integer = Annotated[
+    int, BeforeValidator(_whole_number), Strict(), Field(ge=-MAX_MAGNITUDE, le=MAX_MAGNITUDE)
+]
 Boolean = Annotated[bool, Strict()]
 _FORBID = ConfigDict(extra="forbid")
 MAX_REPORTED_ERRORS = 50

@@ -22,8 +22,10 @@ from tests.service.conftest import ClientFactory
 def test_an_overflowing_prediction_is_422_naming_the_instance(
     make_client: ClientFactory, tmp_path: Path
 ) -> None:
-    # Tiny feature spread: scaling 1e308 overflows, so the linear model answers infinity.
-    rows = [[i / 1000, (i % 7) / 100, 3 * i / 1000 + 1] for i in range(60)]
+    # A feature spread of 1e-149 and a target near 1e151: scaling and weighing 1e15 (the
+    # largest accepted input) overflows even in float64, so the linear model answers infinity.
+    # float32 holds neither, so the version has no graph and is served by scikit-learn.
+    rows = [[i * 1e-150, (i % 7) / 100, i * 1e150] for i in range(60)]
     data = write_csv(tmp_path / "small.csv", ["a", "b", "y"], rows)
     config = tmp_path / "ridge.toml"
     config.write_text(
@@ -31,8 +33,8 @@ def test_an_overflowing_prediction_is_422_naming_the_instance(
         'estimator = "linear"\n'
     )
     assert train(tmp_path / "models", "--config", str(config)) == 0
-    client = make_client(model_dir=tmp_path / "models")
-    fine, huge = {"a": 0.01, "b": 0.02}, {"a": 1e308, "b": -1e308}
+    client = make_client(model_dir=tmp_path / "models", runtime="sklearn")
+    fine, huge = {"a": 1e-149, "b": 0.02}, {"a": 1e15, "b": -1e15}
     response = client.post("/predict", json={"instances": [fine, huge]})
     assert response.status_code == 422
     (detail,) = response.json()["detail"]

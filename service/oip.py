@@ -1,0 +1,327 @@
+"""The model as the Open Inference Protocol sees it: its tensors, their checks, its answers.
+
+Two input layouts are accepted. One tensor per feature, named after it (shape [n] or [n, 1]),
+works for every model. A single 2-D tensor [n, n_features] in feature order, with any name,
+works when every feature is a number or an integer: it is what KServe's sklearn server and
+MLServer's clients send.
+
+A missing value (for a feature that had gaps in training) is JSON `null` in any tensor, NaN in
+a binary FP16/FP32/FP64 tensor, and an empty string in a binary BYTES tensor (no category is
+ever empty: training reads an empty cell as missing). Binary integer and boolean tensors cannot
+carry one: send an integer feature with gaps as FP64.
+
+The values obey the same rules as `/predict` (types, known categories, finite numbers within
+±MAX_MAGNITUDE, whole numbers for integers), and each error names the input and the row.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from modelstore import Feature, Metadata
+from service.predictor import Table
+from service.schema import MAX_MAGNITUDE
+from service.tensors import OutputTensor, RequestedOutput, Tensor, TensorError
+
+INTEGER_TYPES = frozenset(
+    {"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"}
+)
+FLOAT_TYPES = frozenset({"FP16", "FP32", "FP64"})
+# The datatypes each feature type accepts; the first is the one the metadata advertises.
+ACCEPTED_TYPES: dict[str, tuple[str, ...]] = {
+    "number": ("FP64", "FP32", "FP16", *sorted(INTEGER_TYPES)),
+    "integer": ("INT64", *sorted(INTEGER_TYPES - {"INT64"}), "FP64", "FP32", "FP16"),
+    "boolean": ("BOOL",),
+    "string": ("BYTES",),
+}
+_NUMERIC = frozenset({"number", "integer"})
+
+
+class BatchTooLargeError(Exception):
+    """More rows than MAX_BATCH_SIZE: 413, as on the native API."""
+
+
+def label_datatype(classes: list[Any]) -> str:
+    kinds = {type(c) for c in classes}
+    if kinds == {bool}:
+        return "BOOL"
+    if kinds == {int}:
+        return "INT64"
+    if kinds <= {int, float}:
+        return "FP64"
+    return "BYTES"
+
+
+class TensorModel:
+    """Built once at start-up from the version's metadata."""
+
+    def __init__(self, metadata: Metadata, max_batch_size: int, platform: str) -> None:
+        self.metadata = metadata
+        self.features = list(metadata.features)
+        self.by_name = {f.name: f for f in self.features}
+        self.ignored = frozenset(metadata.ignored_columns)
+        self.max_batch_size = max_batch_size
+        self.platform = platform
+        self.all_numeric = all(f.type in _NUMERIC for f in self.features)
+        self.known = {f.name: frozenset(f.categories or ()) for f in self.features}
+        self.is_classifier = metadata.task == "classification"
+        self.classes = list(metadata.classes or [])
+        self.label_type = label_datatype(self.classes)
+        self.output_names = ["label", "probabilities"] if self.is_classifier else ["value"]
+
+    # -- metadata -----------------------------------------------------------------------------
+
+    def metadata_response(self) -> dict[str, Any]:
+        """`GET /v2/models/{name}`: one input per feature, the outputs and the class order."""
+        meta = self.metadata
+        inputs = [
+            {"name": f.name, "datatype": ACCEPTED_TYPES[f.type][0], "shape": [-1]}
+            for f in self.features
+        ]
+        parameters: dict[str, Any] = {
+            "task": meta.task,
+            "feature_order": [f.name for f in self.features],
+            "nullable_inputs": [f.name for f in self.features if f.nullable],
+            "single_tensor_input": self.all_numeric,
+        }
+        if self.is_classifier:
+            outputs = [
+                {"name": "label", "datatype": self.label_type, "shape": [-1]},
+                {"name": "probabilities", "datatype": "FP64", "shape": [-1, len(self.classes)]},
+            ]
+            parameters["classes"] = self.classes
+        else:
+            outputs = [{"name": "value", "datatype": "FP64", "shape": [-1]}]
+        return {
+            "name": meta.name,
+            "versions": [str(meta.version)],
+            "platform": self.platform,
+            "inputs": inputs,
+            "outputs": outputs,
+            "parameters": parameters,
+        }
+
+    # -- inputs -------------------------------------------------------------------------------
+
+    def table(self, inputs: list[Tensor]) -> Table:
+        """Checked columns from the request's tensors, in either layout."""
+        if len(inputs) == 1 and inputs[0].name not in self.by_name and len(inputs[0].shape) == 2:
+            return self._from_matrix(inputs[0])
+        columns: dict[str, list[Any]] = {}
+        rows: int | None = None
+        for tensor in inputs:
+            if tensor.name in self.ignored:
+                continue
+            feature = self.by_name.get(tensor.name)
+            if feature is None:
+                raise TensorError(self._unknown_input(tensor))
+            if tensor.name in columns:
+                raise TensorError(f"input '{tensor.name}' is sent twice")
+            n = _rows_of(tensor)
+            if rows is None:
+                rows = self._check_rows(n)
+            elif n != rows:
+                raise TensorError(
+                    f"input '{tensor.name}' has {n} rows but the inputs before it have {rows}"
+                )
+            columns[feature.name] = check_column(feature, tensor, tensor.data, self.known)
+        missing = [f.name for f in self.features if f.name not in columns]
+        if missing:
+            raise TensorError(f"missing inputs: {', '.join(missing)} (one tensor per feature)")
+        assert rows is not None
+        return Table(columns, rows)
+
+    def _from_matrix(self, tensor: Tensor) -> Table:
+        n, width = tensor.shape
+        if not self.all_numeric:
+            kinds = sorted({f.type for f in self.features if f.type not in _NUMERIC})
+            raise TensorError(
+                f"input '{tensor.name}': a single [rows, features] tensor only works when every "
+                f"feature is numeric, and this model has {' and '.join(kinds)} features: send "
+                "one tensor per feature, named after it"
+            )
+        if width != len(self.features):
+            raise TensorError(
+                f"input '{tensor.name}' has {width} columns but the model has "
+                f"{len(self.features)} features: {', '.join(self.by_name)}"
+            )
+        self._check_rows(n)
+        data = tensor.data
+        columns = {
+            feature.name: check_column(feature, tensor, data[j::width], self.known, column=j)
+            for j, feature in enumerate(self.features)
+        }
+        return Table(columns, n)
+
+    def _check_rows(self, n: int) -> int:
+        if n == 0:
+            raise TensorError("the inputs hold no rows")
+        if n > self.max_batch_size:
+            raise BatchTooLargeError(
+                f"{n} rows is more than MAX_BATCH_SIZE ({self.max_batch_size})"
+            )
+        return n
+
+    def _unknown_input(self, tensor: Tensor) -> str:
+        if len(tensor.shape) == 2 and self.all_numeric:
+            layout = "; or one [rows, features] tensor in feature order"
+        else:
+            layout = ""
+        return (
+            f"unknown input '{tensor.name}': this model takes one tensor per feature, "
+            f"named {', '.join(self.by_name)}{layout}"
+        )
+
+    # -- outputs ------------------------------------------------------------------------------
+
+    def outputs(
+        self, output: np.ndarray[Any, Any], requested: list[RequestedOutput] | None, binary: bool
+    ) -> list[tuple[OutputTensor, bool]]:
+        """The answer's tensors, those asked for (all by default), each JSON or binary."""
+        wanted = requested or [RequestedOutput(name, binary) for name in self.output_names]
+        tensors = []
+        for item in wanted:
+            tensors.append((self._output(item.name, output), item.binary))
+        return tensors
+
+    def check_requested(self, requested: list[RequestedOutput] | None) -> None:
+        for item in requested or ():
+            if item.name not in self.output_names:
+                raise TensorError(
+                    f"unknown output '{item.name}': this model answers "
+                    f"{' and '.join(self.output_names)}"
+                )
+
+    def _output(self, name: str, output: np.ndarray[Any, Any]) -> OutputTensor:
+        n = output.shape[0]
+        if name == "value":
+            return OutputTensor("value", "FP64", [n], output)
+        if name == "probabilities":
+            return OutputTensor("probabilities", "FP64", [n, output.shape[1]], output.ravel())
+        labels = [self.classes[i] for i in output.argmax(axis=1).tolist()]
+        return OutputTensor("label", self.label_type, [n], labels)
+
+    def labels_or_values(self, output: np.ndarray[Any, Any]) -> list[Any]:
+        """KServe v1's predictions: what the pipeline's own `predict` answers."""
+        if not self.is_classifier:
+            values: list[Any] = output.tolist()
+            return values
+        return [self.classes[i] for i in output.argmax(axis=1).tolist()]
+
+
+def _rows_of(tensor: Tensor) -> int:
+    shape = tensor.shape
+    if len(shape) == 1 or (len(shape) == 2 and shape[1] == 1):
+        return shape[0]
+    raise TensorError(
+        f"input '{tensor.name}' has shape {list(shape)}: a feature's tensor is [rows] or [rows, 1]"
+    )
+
+
+def check_column(
+    feature: Feature,
+    tensor: Tensor,
+    values: list[Any],
+    known: dict[str, frozenset[str]],
+    column: int = -1,
+) -> list[Any]:
+    """One feature's values, checked as /predict checks them; None marks a missing value."""
+    where = f"input '{tensor.name}'" + (f" column {column}" if column >= 0 else "")
+    if tensor.datatype not in ACCEPTED_TYPES[feature.type]:
+        accepted = ", ".join(ACCEPTED_TYPES[feature.type])
+        raise TensorError(
+            f"{where} is {tensor.datatype}, but '{feature.name}' is a {feature.type} feature: "
+            f"send {accepted}"
+        )
+    if feature.type == "string":
+        return _strings(feature, values, where, known[feature.name])
+    if feature.type == "boolean":
+        return _booleans(feature, values, where)
+    return _numbers(feature, tensor.datatype, values, where)
+
+
+def _missing(feature: Feature, where: str, row: int, what: str) -> None:
+    if not feature.nullable:
+        raise TensorError(
+            f"{where} row {row}: {what}, but '{feature.name}' had no missing values in training, "
+            "so it needs one"
+        )
+
+
+def _numbers(feature: Feature, datatype: str, values: list[Any], where: str) -> list[Any]:
+    integer_feature = feature.type == "integer"
+    integer_tensor = datatype in INTEGER_TYPES
+    out: list[Any] | None = None
+    for row, value in enumerate(values):
+        kind = type(value)
+        if kind is float:
+            if value != value:  # NaN: a gap in a binary float tensor
+                _missing(feature, where, row, "NaN is a missing value")
+                out = out if out is not None else list(values)
+                out[row] = None
+                continue
+            if integer_tensor:
+                raise TensorError(f"{where} row {row}: {value!r} is not an integer ({datatype})")
+            if not -MAX_MAGNITUDE <= value <= MAX_MAGNITUDE:
+                raise TensorError(_out_of_range(where, row, value))
+            if integer_feature:
+                if not value.is_integer():
+                    raise TensorError(f"{where} row {row}: {value!r} is not a whole number")
+                out = out if out is not None else list(values)
+                out[row] = int(value)
+        elif kind is int:
+            if not -MAX_MAGNITUDE <= value <= MAX_MAGNITUDE:
+                raise TensorError(_out_of_range(where, row, value))
+        elif value is None:
+            _missing(feature, where, row, "null is a missing value")
+        else:
+            raise TensorError(
+                f"{where} row {row}: expected a number, got {_kind(value)} ({datatype})"
+            )
+    return out if out is not None else values
+
+
+def _out_of_range(where: str, row: int, value: float) -> str:
+    if isinstance(value, float) and math.isinf(value):
+        return f"{where} row {row}: infinity is not a number this model accepts"
+    return (
+        f"{where} row {row}: {value!r} is beyond ±{MAX_MAGNITUDE:.0e}, the largest magnitude "
+        "this service accepts"
+    )
+
+
+def _booleans(feature: Feature, values: list[Any], where: str) -> list[Any]:
+    for row, value in enumerate(values):
+        if value is None:
+            _missing(feature, where, row, "null is a missing value")
+        elif type(value) is not bool:
+            raise TensorError(f"{where} row {row}: expected true or false, got {_kind(value)}")
+    return values
+
+
+def _strings(feature: Feature, values: list[Any], where: str, known: frozenset[str]) -> list[Any]:
+    out: list[Any] | None = None
+    for row, value in enumerate(values):
+        if type(value) is str and value in known:
+            continue
+        if value is None or value == "":
+            _missing(feature, where, row, "an empty or null value is missing")
+            out = out if out is not None else list(values)
+            out[row] = None
+        elif type(value) is not str:
+            raise TensorError(f"{where} row {row}: expected text, got {_kind(value)}")
+        else:
+            shown = ", ".join(sorted(known)[:20])
+            raise TensorError(
+                f"{where} row {row}: {value[:100]!r} is not a category seen in training ({shown})"
+            )
+    return out if out is not None else values
+
+
+def _kind(value: Any) -> str:
+    return {bool: "a boolean", str: "text", list: "a list", dict: "an object"}.get(
+        type(value), type(value).__name__
+    )
