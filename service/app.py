@@ -5,13 +5,11 @@ from __future__ import annotations
 import gc
 import logging
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
-from fastapi.openapi.utils import get_openapi
 from prometheus_client import multiprocess
 from starlette.exceptions import HTTPException
 
@@ -22,28 +20,14 @@ from service.loading import load_model
 from service.logs import configure_logging
 from service.metrics import Metrics, multiprocess_dir
 from service.middleware import RequestContext
+from service.openapi import openapi_builder
 from service.protocols import mount_protocol_routes
 from service.routes import mount_predict, router
 from service.runtime import Runtime
-from service.schema import openapi_components
 from service.settings import Settings, load_settings
 
 log = logging.getLogger("service")
 VERSION = __version__
-ERROR_SCHEMA = {
-    "type": "object",
-    "required": ["detail"],
-    "properties": {"detail": {"description": "a message, or a list of field errors for 422"}},
-}
-AUTH_ERROR = "missing or wrong API key (only when a key is configured)"
-PREDICT_ERRORS = {
-    "401": AUTH_ERROR,
-    "413": "body over MAX_BODY_BYTES or batch over MAX_BATCH_SIZE",
-    "415": "body is not declared as JSON",
-    "422": "body does not match the schema, or the model's answer for an instance is not finite; "
-    "`loc` is body, instances, index, field",
-    "503": "model not loaded yet, or too many requests waiting (see Retry-After)",
-}
 
 
 def create_app(settings: Settings | None = None, model: LoadedModel | None = None) -> FastAPI:
@@ -102,57 +86,3 @@ def create_worker_app() -> FastAPI:
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
     return create_app(settings)
-
-
-def openapi_builder(app: FastAPI) -> Callable[[], dict[str, Any]]:
-    """OpenAPI with the request schema of the loaded model, which only exists after start-up."""
-
-    def build() -> dict[str, Any]:
-        if app.openapi_schema:
-            return app.openapi_schema
-        schema = get_openapi(
-            title=app.title, version=app.version, description=app.description, routes=app.routes
-        )
-        runtime: Runtime | None = getattr(app.state, "runtime", None)
-        if runtime is None:
-            return schema
-        _, components = openapi_components(runtime.loaded.metadata, runtime.validator)
-        components["Error"] = ERROR_SCHEMA
-        schema.setdefault("components", {}).setdefault("schemas", {}).update(components)
-        operation = schema["paths"].setdefault("/predict", {}).setdefault("post", {})
-        operation.update(summary="Predict for a batch of instances", operationId="predict")
-        operation["requestBody"] = {"required": True, "content": _json_ref("PredictRequest")}
-        operation["responses"] = {
-            "200": {
-                "description": "one prediction per instance",
-                "content": _json_ref("PredictResponse"),
-            },
-            **{
-                code: {"description": text, "content": _json_ref("Error")}
-                for code, text in PREDICT_ERRORS.items()
-            },
-        }
-        paths = schema["paths"]
-        paths["/model"]["get"]["responses"]["401"] = _error(AUTH_ERROR)
-        paths["/model"]["get"]["responses"]["503"] = _error("model not loaded yet")
-        paths["/health/ready"]["get"]["responses"]["503"] = _error("model not loaded yet")
-        if runtime.api_key is not None:
-            schema["components"]["securitySchemes"] = {
-                "bearer": {"type": "http", "scheme": "bearer"},
-                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
-            }
-            for path in ("/predict", "/model"):
-                for op in schema["paths"][path].values():
-                    op["security"] = [{"bearer": []}, {"apiKey": []}]
-        app.openapi_schema = schema
-        return schema
-
-    return build
-
-
-def _error(description: str) -> dict[str, Any]:
-    return {"description": description, "content": _json_ref("Error")}
-
-
-def _json_ref(name: str) -> dict[str, Any]:
-    return {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}

@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, FastAPI, Request
 from pydantic import ValidationError
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.responses import Response
 
 from service import __version__
@@ -157,7 +158,23 @@ async def _run(runtime: Runtime, table: Table) -> Any:
 # -- KServe v1 ------------------------------------------------------------------------------
 
 
-@router.get("/v1/models/{name}", summary="KServe v1: the model's name and readiness")
+class _ModelName(Convertor[str]):
+    """A model name never holds a colon, so `/v1/models/x:predict` is not model `x:predict`:
+    each of the two v1 paths then answers OPTIONS with its own Allow header."""
+
+    regex = "[^/:]+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("model_name", _ModelName())
+
+
+@router.get("/v1/models/{name:model_name}", summary="KServe v1: the model's name and readiness")
 async def v1_model(request: Request) -> dict[str, Any]:
     runtime = served(request)
     return {"name": runtime.model_ref["name"], "ready": True}

@@ -33,8 +33,10 @@ def _whole_number(value: Any) -> Any:
 FiniteNumber = Annotated[
     float, Strict(), Field(allow_inf_nan=False, ge=-MAX_MAGNITUDE, le=MAX_MAGNITUDE)
 ]
+# Nested so the bounds stay `minimum`/`maximum` in the JSON schema the docs show.
 Integer = Annotated[
-    int, BeforeValidator(_whole_number), Strict(), Field(ge=-MAX_MAGNITUDE, le=MAX_MAGNITUDE)
+    Annotated[int, Strict(), Field(ge=-MAX_MAGNITUDE, le=MAX_MAGNITUDE)],
+    BeforeValidator(_whole_number),
 ]
 Boolean = Annotated[bool, Strict()]
 _FORBID = ConfigDict(extra="forbid")

@@ -77,7 +77,7 @@ def decode_request(body: bytes, header_length: str | None) -> InferRequest:
     if not isinstance(inputs, list) or not inputs:
         raise TensorError("'inputs' must be a non-empty list of tensors")
     request_id = request.get("id")
-    if request_id is not None and not isinstance(request_id, str):
+    if "id" in request and not isinstance(request_id, str):
         raise TensorError("'id' must be a string")
     parameters = _parameters(request, "the request")
     binary_default = parameters.get("binary_data_output", False)
@@ -96,7 +96,7 @@ def decode_request(body: bytes, header_length: str | None) -> InferRequest:
     return InferRequest(
         id=request_id,
         inputs=tensors,
-        outputs=_requested_outputs(request.get("outputs"), binary_default),
+        outputs=_requested_outputs(request, binary_default),
         binary_default=binary_default,
     )
 
@@ -113,9 +113,9 @@ def _header_length(value: str, body_size: int) -> int:
 
 
 def _parameters(item: dict[str, Any], where: str) -> dict[str, Any]:
-    parameters = item.get("parameters")
-    if parameters is None:
+    if "parameters" not in item:
         return {}
+    parameters = item["parameters"]
     if not isinstance(parameters, dict):
         raise TensorError(f"'parameters' of {where} must be an object")
     return parameters
@@ -215,9 +215,12 @@ def _split_bytes(raw: bytes, size: int, where: str) -> list[Any]:
     return values
 
 
-def _requested_outputs(outputs: Any, binary_default: bool) -> list[RequestedOutput] | None:
-    if outputs is None:
+def _requested_outputs(
+    request: dict[str, Any], binary_default: bool
+) -> list[RequestedOutput] | None:
+    if "outputs" not in request:
         return None
+    outputs = request["outputs"]
     if not isinstance(outputs, list):
         raise TensorError("'outputs' must be a list of {name, parameters}")
     requested = []

@@ -78,3 +78,17 @@ def penguin_example(penguins_store: Path) -> dict[str, Any]:
     meta = json.loads((penguins_store / "penguins" / "1" / "metadata.json").read_text())
     example: dict[str, Any] = meta["example"]
     return example
+
+
+@pytest.fixture(scope="session")
+def numeric_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Penguins from numbers alone (four measures and the integer year): the model a single
+    [rows, features] tensor can feed, as KServe's and MLServer's clients send."""
+    folder = tmp_path_factory.mktemp("numeric-store")
+    config = folder / "numeric.toml"
+    config.write_text(
+        f'name = "numeric"\n[data]\npath = "{PENGUINS_CSV}"\ntarget = "species"\n'
+        'drop = ["island", "sex"]\n[model]\nestimator = "linear"\n'
+    )
+    assert train(folder / "models", "--config", str(config)) == 0
+    return folder / "models"

@@ -308,3 +308,20 @@ def test_a_model_failure_is_a_bare_500_with_the_request_id(
     assert "secret" not in response.text
     assert any("secret internals" in r.getMessage() or r.exc_info for r in caplog.records)
     assert client.get("/health/live").status_code == 200
+
+
+def test_a_dataframe_with_an_integer_column_read_as_floats_is_accepted(
+    client: TestClient,
+) -> None:
+    import pandas as pd
+
+    from tests.conftest import PENGUINS_CSV
+
+    frame = pd.read_csv(PENGUINS_CSV).drop(columns=["species"]).dropna().head(5)
+    frame["year"] = frame["year"].astype(float)  # what a gap anywhere in the column does
+    records = frame.to_dict("records")
+    assert records[0]["year"] == 2007.0 and isinstance(records[0]["year"], float)
+    response = client.post("/predict", json={"instances": records})
+    assert response.status_code == 200, response.text
+    fractional = [{**records[0], "year": 2007.5}]
+    assert client.post("/predict", json={"instances": fractional}).status_code == 422

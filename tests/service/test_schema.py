@@ -73,7 +73,13 @@ def test_accepts_a_valid_instance_and_nulls_where_allowed() -> None:
         ("size", "null", "float_type"),
         ("size", "true", "float_type"),
         ("count", "1.5", "int_type"),
+        ("count", "2007.5", "int_type"),
+        ("count", "true", "int_type"),
+        ("count", '"2007"', "int_type"),
         ("count", "1" + "0" * 30, "less_than_equal"),
+        ("count", "1e16", "less_than_equal"),
+        ("size", "1e16", "less_than_equal"),
+        ("size", "-1.5e15", "greater_than_equal"),
         ("on", "1", "bool_type"),
         ("on", '"true"', "bool_type"),
         ("colour name", '"green"', "literal_error"),
@@ -86,6 +92,17 @@ def test_rejects_wrong_values_with_index_and_field(field: str, raw: str, kind: s
     second = json.dumps(GOOD).replace(f'"{field}": {json.dumps(GOOD[field])}', f'"{field}": {raw}')
     errors = errors_for(f'{{"instances": [{json.dumps(GOOD)}, {second}]}}')
     assert errors == [(kind, ["body", "instances", 1, field])]
+
+
+def test_whole_floats_are_integers_and_the_bounds_are_inclusive() -> None:
+    # pandas writes an integer column with gaps as floats: df.to_dict("records") gives 2007.0.
+    body = {"instances": [{**GOOD, "count": 2007.0, "size": 1e15}, {**GOOD, "size": -1e15}]}
+    parsed = ADAPTER.validate_json(__import__("json").dumps(body))
+    assert parsed["instances"][0]["count"] == 2007
+    assert type(parsed["instances"][0]["count"]) is int
+    _, components = openapi_components(META, ADAPTER)
+    count = components["Instance"]["properties"]["count"]["anyOf"][0]
+    assert count == {"type": "integer", "minimum": -(10**15), "maximum": 10**15}
 
 
 def test_unknown_and_missing_fields() -> None:

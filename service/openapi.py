@@ -1,0 +1,407 @@
+"""`/openapi.json`: every route described with the loaded model's real features and outputs.
+
+The model is only known after start-up, so the document is built on first request. The native
+`/predict` schemas come from the request validator itself (`service.schema`); KServe v1 and
+the Open Inference Protocol reuse its per-feature schemas, so the three cannot disagree.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from service.oip import ACCEPTED_TYPES
+from service.runtime import Runtime
+from service.schema import docs_example, label_schema, openapi_components
+from service.tensors import DATATYPES
+
+AUTH_ERROR = "missing or wrong API key (only when a key is configured)"
+PREDICT_ERRORS = {
+    "401": AUTH_ERROR,
+    "413": "body over MAX_BODY_BYTES or batch over MAX_BATCH_SIZE",
+    "415": "body is not declared as JSON",
+    "422": "body does not match the schema, or the model's answer for an instance is not finite; "
+    "`loc` is body, instances, index, field",
+    "503": "model not loaded yet, or too many requests waiting (see Retry-After)",
+}
+PROTOCOL_ERRORS = {
+    "400": "the request does not fit the protocol or the model's inputs; the message names "
+    "the input (or instance) and the row",
+    "401": AUTH_ERROR,
+    "404": "no such model or version on this server",
+    "413": "body over MAX_BODY_BYTES or more rows than MAX_BATCH_SIZE",
+    "415": "body is neither JSON nor the binary extension's octet stream, or is compressed",
+    "503": "model not loaded yet, or too many requests waiting (see Retry-After)",
+}
+ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["detail"],
+    "properties": {"detail": {"description": "a message, or a list of field errors for 422"}},
+}
+PROTOCOL_ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {"type": "string"}},
+}
+V2_INFER = ("/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer")
+V1_PREDICT = "/v1/models/{name}:predict"
+V2_METADATA = ("/v2/models/{name}", "/v2/models/{name}/versions/{version}")
+# Readiness stays open (as /health/ready does); everything that shows or uses the model is keyed.
+AUTHORIZED = ("/predict", "/model", *V2_METADATA, *V2_INFER, V1_PREDICT)
+
+
+def openapi_builder(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    def build() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        runtime: Runtime | None = getattr(app.state, "runtime", None)
+        if runtime is None:
+            return schema
+        _native(schema, runtime)
+        _protocols(schema, runtime)
+        if runtime.api_key is not None:
+            schema["components"]["securitySchemes"] = {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            }
+            for path in AUTHORIZED:
+                for op in schema["paths"][path].values():
+                    op["security"] = [{"bearer": []}, {"apiKey": []}]
+        app.openapi_schema = schema
+        return schema
+
+    return build
+
+
+def _native(schema: dict[str, Any], runtime: Runtime) -> None:
+    _, components = openapi_components(runtime.loaded.metadata, runtime.validator)
+    components["Error"] = ERROR_SCHEMA
+    schema.setdefault("components", {}).setdefault("schemas", {}).update(components)
+    paths = schema["paths"]
+    paths["/predict"] = {
+        "post": {
+            "summary": "Predict for a batch of instances",
+            "operationId": "predict",
+            "requestBody": {"required": True, "content": _json_ref("PredictRequest")},
+            "responses": {
+                "200": {
+                    "description": "one prediction per instance",
+                    "content": _json_ref("PredictResponse"),
+                },
+                **{code: _error(text) for code, text in PREDICT_ERRORS.items()},
+            },
+        }
+    }
+    paths["/model"]["get"]["responses"]["401"] = _error(AUTH_ERROR)
+    paths["/model"]["get"]["responses"]["503"] = _error("model not loaded yet")
+    paths["/health/ready"]["get"]["responses"]["503"] = _error("model not loaded yet")
+
+
+def _protocols(schema: dict[str, Any], runtime: Runtime) -> None:
+    meta = runtime.loaded.metadata
+    model = runtime.tensors
+    components = schema["components"]["schemas"]
+    features = components["Instance"]["properties"]
+    value_schemas = {f.name: _bare(features[f.name]) for f in meta.features}
+    components["ProtocolError"] = PROTOCOL_ERROR_SCHEMA
+    components.update(_v2_components(runtime, value_schemas))
+    batch = runtime.settings.max_batch_size
+    as_list = {
+        "type": "array",
+        "description": "the features in this order: " + ", ".join(value_schemas),
+        "prefixItems": list(value_schemas.values()),
+        "items": False,
+        "minItems": len(value_schemas),
+        "maxItems": len(value_schemas),
+    }
+    components["V1PredictRequest"] = {
+        "type": "object",
+        "required": ["instances"],
+        "properties": {
+            "instances": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": batch,
+                "items": {"anyOf": [{"$ref": "#/components/schemas/Instance"}, as_list]},
+            }
+        },
+        "examples": [{"instances": [components["Instance"]["examples"][0]]}],
+    }
+    prediction = label_schema(meta) if model.is_classifier else {"type": "number"}
+    components["V1PredictResponse"] = {
+        "type": "object",
+        "required": ["predictions"],
+        "properties": {"predictions": {"type": "array", "items": prediction}},
+    }
+    name = {"name": "name", "in": "path", "required": True, "schema": {"enum": [meta.name]}}
+    version = {
+        "name": "version",
+        "in": "path",
+        "required": True,
+        "schema": {"enum": [str(meta.version)]},
+    }
+    paths = schema["paths"]
+    for path in V2_INFER:
+        paths[path] = {
+            "post": {
+                "summary": "OIP v2: predict for tensors (JSON, or the binary tensor extension)",
+                "operationId": "v2_infer" + ("_version" if "versions" in path else ""),
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        **_json_ref("V2InferRequest"),
+                        "application/octet-stream": {
+                            "schema": {"type": "string", "format": "binary"},
+                            "description": "a JSON header of Inference-Header-Content-Length "
+                            "bytes, then each binary input's bytes in order",
+                        },
+                    },
+                },
+                "responses": {
+                    "200": {
+                        "description": "the requested outputs",
+                        "content": {
+                            **_json_ref("V2InferResponse"),
+                            "application/octet-stream": {
+                                "schema": {"type": "string", "format": "binary"}
+                            },
+                        },
+                    },
+                    **{code: _protocol_error(text) for code, text in PROTOCOL_ERRORS.items()},
+                },
+            }
+        }
+    paths[V1_PREDICT] = {
+        "post": {
+            "summary": "KServe v1: labels or values for instances (objects or feature lists)",
+            "operationId": "v1_predict",
+            "requestBody": {"required": True, "content": _json_ref("V1PredictRequest")},
+            "responses": {
+                "200": {
+                    "description": "one per instance",
+                    "content": _json_ref("V1PredictResponse"),
+                },
+                **{code: _protocol_error(text) for code, text in PROTOCOL_ERRORS.items()},
+            },
+        }
+    }
+    documented = {
+        "/v2": ("V2ServerMetadata", ()),
+        "/v2/health/live": ("V2Live", ()),
+        "/v2/health/ready": ("V2Ready", ("503",)),
+        "/v2/models/{name}": ("V2ModelMetadata", ("401", "404")),
+        "/v2/models/{name}/versions/{version}": ("V2ModelMetadata", ("401", "404")),
+        "/v2/models/{name}/ready": ("ModelReady", ("404",)),
+        "/v2/models/{name}/versions/{version}/ready": ("ModelReady", ("404",)),
+        "/v1/models/{name}": ("ModelReady", ("404",)),
+        **dict.fromkeys(V2_INFER, ("V2InferResponse", ())),
+        V1_PREDICT: ("V1PredictResponse", ()),
+    }
+    for path, (answer, errors) in documented.items():
+        for operation in paths[path].values():
+            params = [name] if "{name}" in path else []
+            if "{version}" in path:
+                params.append(version)
+            if params:
+                operation["parameters"] = params
+            if path in V2_INFER or path == V1_PREDICT:
+                continue
+            operation["responses"] = {
+                "200": {"description": "OK", "content": _json_ref(answer)},
+                **{code: _protocol_error(PROTOCOL_ERRORS[code]) for code in errors},
+            }
+
+
+def _v2_components(runtime: Runtime, value_schemas: dict[str, Any]) -> dict[str, Any]:
+    meta = runtime.loaded.metadata
+    model = runtime.tensors
+    tensors = []
+    for feature in meta.features:
+        tensors.append(
+            {
+                "type": "object",
+                "title": feature.name,
+                "required": ["name", "datatype", "shape", "data"],
+                "properties": {
+                    "name": {"const": feature.name},
+                    "datatype": {"enum": list(ACCEPTED_TYPES[feature.type])},
+                    "shape": {
+                        "type": "array",
+                        "items": {"type": "integer", "minimum": 0},
+                        "minItems": 1,
+                        "maxItems": 2,
+                        "description": "[rows] or [rows, 1]",
+                    },
+                    "data": {
+                        "type": "array",
+                        "items": value_schemas[feature.name],
+                        "description": "one value per row (nested lists are flattened)",
+                    },
+                    "parameters": {"type": "object"},
+                },
+            }
+        )
+    if model.all_numeric:
+        tensors.append(
+            {
+                "type": "object",
+                "title": "all features as one [rows, features] tensor",
+                "required": ["name", "datatype", "shape", "data"],
+                "properties": {
+                    "name": {"type": "string"},
+                    "datatype": {"enum": ["FP64", "FP32", "INT64", "INT32"]},
+                    "shape": {
+                        "type": "array",
+                        "items": {"type": "integer", "minimum": 0},
+                        "minItems": 2,
+                        "maxItems": 2,
+                        "description": f"[rows, {len(meta.features)}]",
+                    },
+                    "data": {"type": "array", "description": "row after row, in feature order"},
+                    "parameters": {"type": "object"},
+                },
+            }
+        )
+    outputs = model.output_names
+    example = components_example(runtime)
+    return {
+        "V2InferRequest": {
+            "type": "object",
+            "required": ["inputs"],
+            "description": "One tensor per feature, every tensor with the same number of rows "
+            "(at most MAX_BATCH_SIZE)"
+            + (", or one [rows, features] tensor" if model.all_numeric else "")
+            + ". A missing value is null (JSON), NaN (binary floats) or an empty string "
+            "(binary BYTES), for features that had gaps in training.",
+            "properties": {
+                "id": {"type": "string"},
+                "parameters": {
+                    "type": "object",
+                    "properties": {"binary_data_output": {"type": "boolean"}},
+                },
+                "inputs": {"type": "array", "minItems": 1, "items": {"oneOf": tensors}},
+                "outputs": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["name"],
+                        "properties": {
+                            "name": {"enum": outputs},
+                            "parameters": {
+                                "type": "object",
+                                "properties": {"binary_data": {"type": "boolean"}},
+                            },
+                        },
+                    },
+                },
+            },
+            "examples": [example],
+        },
+        "V2InferResponse": {
+            "type": "object",
+            "required": ["model_name", "outputs"],
+            "properties": {
+                "model_name": {"const": meta.name},
+                "model_version": {"const": str(meta.version)},
+                "id": {"type": "string"},
+                "outputs": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["name", "datatype", "shape"],
+                        "properties": {
+                            "name": {"enum": outputs},
+                            "datatype": {"enum": list(DATATYPES)},
+                            "shape": {"type": "array", "items": {"type": "integer"}},
+                            "data": {"type": "array"},
+                            "parameters": {"type": "object"},
+                        },
+                    },
+                },
+            },
+        },
+        "V2ServerMetadata": {
+            "type": "object",
+            "required": ["name", "version", "extensions"],
+            "properties": {
+                "name": {"type": "string"},
+                "version": {"type": "string"},
+                "extensions": {"type": "array", "items": {"type": "string"}},
+            },
+        },
+        "V2Live": _flag("live"),
+        "V2Ready": _flag("ready"),
+        "ModelReady": {
+            "type": "object",
+            "required": ["name", "ready"],
+            "properties": {"name": {"const": meta.name}, "ready": {"type": "boolean"}},
+        },
+        "V2ModelMetadata": {
+            "type": "object",
+            "required": ["name", "versions", "platform", "inputs", "outputs"],
+            "properties": {
+                "name": {"const": meta.name},
+                "versions": {"type": "array", "items": {"type": "string"}},
+                "platform": {"type": "string"},
+                "inputs": {"type": "array", "items": {"$ref": "#/components/schemas/V2Tensor"}},
+                "outputs": {"type": "array", "items": {"$ref": "#/components/schemas/V2Tensor"}},
+                "parameters": {"type": "object"},
+            },
+            "examples": [model.metadata_response()],
+        },
+        "V2Tensor": {
+            "type": "object",
+            "required": ["name", "datatype", "shape"],
+            "properties": {
+                "name": {"type": "string"},
+                "datatype": {"enum": list(DATATYPES)},
+                "shape": {"type": "array", "items": {"type": "integer"}},
+            },
+        },
+    }
+
+
+def components_example(runtime: Runtime) -> dict[str, Any]:
+    """The docs' typical instance as a one-row v2 request."""
+    example = docs_example(runtime.loaded.metadata)
+    return {
+        "inputs": [
+            {
+                "name": f.name,
+                "datatype": ACCEPTED_TYPES[f.type][0],
+                "shape": [1],
+                "data": [example[f.name]],
+            }
+            for f in runtime.loaded.metadata.features
+        ]
+    }
+
+
+def _flag(name: str) -> dict[str, Any]:
+    return {"type": "object", "required": [name], "properties": {name: {"type": "boolean"}}}
+
+
+def _bare(schema: dict[str, Any]) -> dict[str, Any]:
+    """A feature's value schema without the description written for the native instance."""
+    value = copy.deepcopy(schema)
+    value.pop("description", None)
+    return value
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"description": description, "content": _json_ref("Error")}
+
+
+def _protocol_error(description: str) -> dict[str, Any]:
+    return {"description": description, "content": _json_ref("ProtocolError")}
+
+
+def _json_ref(name: str) -> dict[str, Any]:
+    return {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}
