@@ -320,7 +320,8 @@ def test_a_dataframe_with_an_integer_column_read_as_floats_is_accepted(
     frame = pd.read_csv(PENGUINS_CSV).drop(columns=["species"]).dropna().head(5)
     frame["year"] = frame["year"].astype(float)  # what a gap anywhere in the column does
     records = frame.to_dict("records")
-    assert records[0]["year"] == 2007.0 and isinstance(records[0]["year"], float)
+    assert records[0]["year"] == 2007.0
+    assert isinstance(records[0]["year"], float)
     response = client.post("/predict", json={"instances": records})
     assert response.status_code == 200, response.text
     fractional = [{**records[0], "year": 2007.5}]
