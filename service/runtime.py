@@ -80,19 +80,25 @@ class Runtime:
         return output
 
     def authorize(self, headers: Headers) -> None:
-        """Accept `Authorization: Bearer <key>` or `X-API-Key: <key>`, compared in constant time."""
+        """Accept `Authorization: Bearer <key>` or `X-API-Key: <key>`, compared in constant time.
+
+        Every key a request offers must be right: a wrong Bearer beside a right X-API-Key (or the
+        other way round) is refused, so which header a proxy or client adds never matters. An
+        empty header (some proxies add one) counts as not offered.
+        """
         if self.api_key is None:
             return
-        # An empty X-API-Key (some proxies add one) must not hide a Bearer token.
-        offered = headers.get("x-api-key", "").strip()
-        if not offered:
-            scheme, _, credential = headers.get("authorization", "").partition(" ")
-            if scheme.lower() == "bearer":
-                offered = credential.strip()
+        offered = []
+        api_key = headers.get("x-api-key", "").strip()
+        if api_key:
+            offered.append(api_key)
+        scheme, _, credential = headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and credential.strip():
+            offered.append(credential.strip())
         if not offered:
             raise UnauthorizedError(
                 "missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key'"
             )
         # Starlette decodes header bytes as Latin-1: encoding back gives exactly what was sent.
-        if not hmac.compare_digest(offered.encode("latin-1"), self.api_key):
+        if not all(hmac.compare_digest(key.encode("latin-1"), self.api_key) for key in offered):
             raise UnauthorizedError("invalid API key")

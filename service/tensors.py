@@ -7,6 +7,7 @@ is a `TensorError` whose message names the tensor.
 
 from __future__ import annotations
 
+import json
 import math
 import struct
 from dataclasses import dataclass
@@ -67,10 +68,7 @@ def decode_request(body: bytes, header_length: str | None) -> InferRequest:
     if header_length is not None:
         length = _header_length(header_length, len(body))
         body, binary = body[:length], body[length:]
-    try:
-        request = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise TensorError(f"the request is not valid JSON: {exc}") from None
+    request = _parse_json(body)
     if not isinstance(request, dict):
         raise TensorError("the request must be a JSON object with an 'inputs' list")
     inputs = request.get("inputs")
@@ -99,6 +97,18 @@ def decode_request(body: bytes, header_length: str | None) -> InferRequest:
         outputs=_requested_outputs(request, binary_default),
         binary_default=binary_default,
     )
+
+
+def _parse_json(body: bytes) -> Any:
+    """orjson first; Python's parser for the NaN and Infinity tokens that Python clients (such
+    as tritonclient with a numpy array) write into JSON, so a NaN reads as a missing value."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        try:
+            return json.loads(body)
+        except (ValueError, RecursionError):
+            raise TensorError(f"the request is not valid JSON: {exc}") from None
 
 
 def _header_length(value: str, body_size: int) -> int:
