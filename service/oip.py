@@ -66,7 +66,7 @@ class TensorModel:
         self.max_batch_size = max_batch_size
         self.platform = platform
         self.all_numeric = all(f.type in _NUMERIC for f in self.features)
-        self.known = {f.name: frozenset(f.categories or ()) for f in self.features}
+        self.checks = {f.name: ColumnCheck(f) for f in self.features}
         self.is_classifier = metadata.task == "classification"
         self.classes = list(metadata.classes or [])
         self.label_type = label_datatype(self.classes)
@@ -111,27 +111,28 @@ class TensorModel:
         if len(inputs) == 1 and inputs[0].name not in self.by_name and len(inputs[0].shape) == 2:
             return self._from_matrix(inputs[0])
         columns: dict[str, list[Any]] = {}
-        rows: int | None = None
+        rows = -1
+        checks = self.checks
         for tensor in inputs:
-            if tensor.name in self.ignored:
-                continue
-            feature = self.by_name.get(tensor.name)
-            if feature is None:
+            name = tensor.name
+            check = checks.get(name)
+            if check is None:
+                if name in self.ignored:
+                    continue
                 raise TensorError(self._unknown_input(tensor))
-            if tensor.name in columns:
-                raise TensorError(f"input '{tensor.name}' is sent twice")
+            if name in columns:
+                raise TensorError(f"input '{name}' is sent twice")
             n = _rows_of(tensor)
-            if rows is None:
+            if n != rows:
+                if rows >= 0:
+                    raise TensorError(
+                        f"input '{name}' has {n} rows but the inputs before it have {rows}"
+                    )
                 rows = self._check_rows(n)
-            elif n != rows:
-                raise TensorError(
-                    f"input '{tensor.name}' has {n} rows but the inputs before it have {rows}"
-                )
-            columns[feature.name] = check_column(feature, tensor, tensor.data, self.known)
+            columns[name] = check.check(tensor, tensor.data)
         missing = [f.name for f in self.features if f.name not in columns]
         if missing:
             raise TensorError(f"missing inputs: {', '.join(missing)} (one tensor per feature)")
-        assert rows is not None
         return Table(columns, rows)
 
     def _from_matrix(self, tensor: Tensor) -> Table:
@@ -151,7 +152,7 @@ class TensorModel:
         self._check_rows(n)
         data = tensor.data
         columns = {
-            feature.name: check_column(feature, tensor, data[j::width], self.known, column=j)
+            feature.name: self.checks[feature.name].check(tensor, data[j::width], column=j)
             for j, feature in enumerate(self.features)
         }
         return Table(columns, n)
@@ -221,67 +222,109 @@ def _rows_of(tensor: Tensor) -> int:
     )
 
 
-def check_column(
-    feature: Feature,
-    tensor: Tensor,
-    values: list[Any],
-    known: dict[str, frozenset[str]],
-    column: int = -1,
-) -> list[Any]:
-    """One feature's values, checked as /predict checks them; None marks a missing value."""
-    where = f"input '{tensor.name}'" + (f" column {column}" if column >= 0 else "")
-    if tensor.datatype not in ACCEPTED_TYPES[feature.type]:
-        accepted = ", ".join(ACCEPTED_TYPES[feature.type])
-        raise TensorError(
-            f"{where} is {tensor.datatype}, but '{feature.name}' is a {feature.type} feature: "
-            f"send {accepted}"
-        )
-    if feature.type == "string":
-        return _strings(feature, values, where, known[feature.name])
-    if feature.type == "boolean":
-        return _booleans(feature, values, where)
-    return _numbers(feature, tensor.datatype, values, where)
+class ColumnCheck:
+    """One feature's rules, prepared at start-up; `check` runs once per tensor per request."""
 
+    def __init__(self, feature: Feature) -> None:
+        self.feature = feature
+        self.name = feature.name
+        self.accepted = frozenset(ACCEPTED_TYPES[feature.type])
+        self.known = frozenset(feature.categories or ())
+        self.nullable = feature.nullable
+        self.integer = feature.type == "integer"
+        checks = {"string": self._strings, "boolean": self._booleans}
+        self._check = checks.get(feature.type, self._numbers)
 
-def _missing(feature: Feature, where: str, row: int, what: str) -> None:
-    if not feature.nullable:
-        raise TensorError(
-            f"{where} row {row}: {what}, but '{feature.name}' had no missing values in training, "
-            "so it needs one"
-        )
+    def check(self, tensor: Tensor, values: list[Any], column: int = -1) -> list[Any]:
+        """The values, checked as /predict checks them; None marks a missing value."""
+        if tensor.datatype not in self.accepted:
+            accepted = ", ".join(ACCEPTED_TYPES[self.feature.type])
+            raise TensorError(
+                f"{_where(tensor, column)} is {tensor.datatype}, but '{self.name}' is a "
+                f"{self.feature.type} feature: send {accepted}"
+            )
+        return self._check(tensor, values, column)
 
+    def _missing(self, tensor: Tensor, column: int, row: int, what: str) -> None:
+        if not self.nullable:
+            raise TensorError(
+                f"{_where(tensor, column)} row {row}: {what}, but '{self.name}' had no missing "
+                "values in training, so it needs one"
+            )
 
-def _numbers(feature: Feature, datatype: str, values: list[Any], where: str) -> list[Any]:
-    integer_feature = feature.type == "integer"
-    integer_tensor = datatype in INTEGER_TYPES
-    out: list[Any] | None = None
-    for row, value in enumerate(values):
-        kind = type(value)
-        if kind is float:
-            if value != value:  # NaN: a gap in a binary float tensor
-                _missing(feature, where, row, "NaN is a missing value")
+    def _numbers(self, tensor: Tensor, values: list[Any], column: int) -> list[Any]:
+        integer_tensor = tensor.datatype in INTEGER_TYPES
+        out: list[Any] | None = None
+        for row, value in enumerate(values):
+            kind = type(value)
+            if kind is float:
+                if value != value:  # NaN: a gap in a binary float tensor
+                    self._missing(tensor, column, row, "NaN is a missing value")
+                    out = out if out is not None else list(values)
+                    out[row] = None
+                    continue
+                if integer_tensor:
+                    raise TensorError(
+                        f"{_where(tensor, column)} row {row}: {value!r} is not an integer "
+                        f"({tensor.datatype})"
+                    )
+                if not -MAX_MAGNITUDE <= value <= MAX_MAGNITUDE:
+                    raise TensorError(_out_of_range(_where(tensor, column), row, value))
+                if self.integer:
+                    if not value.is_integer():
+                        raise TensorError(
+                            f"{_where(tensor, column)} row {row}: {value!r} is not a whole number"
+                        )
+                    out = out if out is not None else list(values)
+                    out[row] = int(value)
+            elif kind is int:
+                if not -MAX_MAGNITUDE <= value <= MAX_MAGNITUDE:
+                    raise TensorError(_out_of_range(_where(tensor, column), row, value))
+            elif value is None:
+                self._missing(tensor, column, row, "null is a missing value")
+            else:
+                raise TensorError(
+                    f"{_where(tensor, column)} row {row}: expected a number, got {_kind(value)} "
+                    f"({tensor.datatype})"
+                )
+        return out if out is not None else values
+
+    def _booleans(self, tensor: Tensor, values: list[Any], column: int) -> list[Any]:
+        for row, value in enumerate(values):
+            if value is None:
+                self._missing(tensor, column, row, "null is a missing value")
+            elif type(value) is not bool:
+                raise TensorError(
+                    f"{_where(tensor, column)} row {row}: expected true or false, "
+                    f"got {_kind(value)}"
+                )
+        return values
+
+    def _strings(self, tensor: Tensor, values: list[Any], column: int) -> list[Any]:
+        known = self.known
+        out: list[Any] | None = None
+        for row, value in enumerate(values):
+            if type(value) is str and value in known:  # type first: lists are unhashable
+                continue
+            if value is None or value == "":
+                self._missing(tensor, column, row, "an empty or null value is missing")
                 out = out if out is not None else list(values)
                 out[row] = None
-                continue
-            if integer_tensor:
-                raise TensorError(f"{where} row {row}: {value!r} is not an integer ({datatype})")
-            if not -MAX_MAGNITUDE <= value <= MAX_MAGNITUDE:
-                raise TensorError(_out_of_range(where, row, value))
-            if integer_feature:
-                if not value.is_integer():
-                    raise TensorError(f"{where} row {row}: {value!r} is not a whole number")
-                out = out if out is not None else list(values)
-                out[row] = int(value)
-        elif kind is int:
-            if not -MAX_MAGNITUDE <= value <= MAX_MAGNITUDE:
-                raise TensorError(_out_of_range(where, row, value))
-        elif value is None:
-            _missing(feature, where, row, "null is a missing value")
-        else:
-            raise TensorError(
-                f"{where} row {row}: expected a number, got {_kind(value)} ({datatype})"
-            )
-    return out if out is not None else values
+            elif type(value) is not str:
+                raise TensorError(
+                    f"{_where(tensor, column)} row {row}: expected text, got {_kind(value)}"
+                )
+            else:
+                shown = ", ".join(sorted(known)[:20])
+                raise TensorError(
+                    f"{_where(tensor, column)} row {row}: {value[:100]!r} is not a category "
+                    f"seen in training ({shown})"
+                )
+        return out if out is not None else values
+
+
+def _where(tensor: Tensor, column: int) -> str:
+    return f"input '{tensor.name}'" + (f" column {column}" if column >= 0 else "")
 
 
 def _out_of_range(where: str, row: int, value: float) -> str:
@@ -291,34 +334,6 @@ def _out_of_range(where: str, row: int, value: float) -> str:
         f"{where} row {row}: {value!r} is beyond ±{MAX_MAGNITUDE:.0e}, the largest magnitude "
         "this service accepts"
     )
-
-
-def _booleans(feature: Feature, values: list[Any], where: str) -> list[Any]:
-    for row, value in enumerate(values):
-        if value is None:
-            _missing(feature, where, row, "null is a missing value")
-        elif type(value) is not bool:
-            raise TensorError(f"{where} row {row}: expected true or false, got {_kind(value)}")
-    return values
-
-
-def _strings(feature: Feature, values: list[Any], where: str, known: frozenset[str]) -> list[Any]:
-    out: list[Any] | None = None
-    for row, value in enumerate(values):
-        if type(value) is str and value in known:
-            continue
-        if value is None or value == "":
-            _missing(feature, where, row, "an empty or null value is missing")
-            out = out if out is not None else list(values)
-            out[row] = None
-        elif type(value) is not str:
-            raise TensorError(f"{where} row {row}: expected text, got {_kind(value)}")
-        else:
-            shown = ", ".join(sorted(known)[:20])
-            raise TensorError(
-                f"{where} row {row}: {value[:100]!r} is not a category seen in training ({shown})"
-            )
-    return out if out is not None else values
 
 
 def _kind(value: Any) -> str:

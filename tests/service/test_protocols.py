@@ -243,6 +243,8 @@ def test_binary_inputs_with_gaps_as_nan_and_empty_text(
     [
         (lambda t: t[0].update(data=["Mars", "Dream", "Biscoe"]), 400, "input 'island' row 0"),
         (lambda t: t[0].update(data=["Biscoe", None, "Dream"]), 400, "input 'island' row 1"),
+        (lambda t: t[0].update(data=["Biscoe", {}, "Dream"]), 400, "row 1: expected text, got an"),
+        (lambda t: t[5].update(data=["male", ["x"], "male"]), 400, "expected text, got a list"),
         (lambda t: t[1].update(data=[40.0, "41", 42.0]), 400, "input 'bill_length_mm' row 1"),
         (lambda t: t[1].update(data=[40.0, True, 42.0]), 400, "got a boolean"),
         (lambda t: t[6].update(data=[2007, 2008.5, 2009]), 400, "not an integer"),
@@ -254,7 +256,7 @@ def test_binary_inputs_with_gaps_as_nan_and_empty_text(
         (lambda t: t.pop(), 400, "missing inputs: year"),
         (lambda t: t.append(dict(t[0])), 400, "'island' is sent twice"),
         (lambda t: t.append({**t[0], "name": "beak"}), 400, "unknown input 'beak'"),
-        (lambda t: t[0].update(datatype="STRING"), 400, "datatype must be one of"),
+        (lambda t: t[0].update(datatype="STRING"), 400, "inputs[0].datatype: Input should be"),
         (lambda t: t[3].update(data=[1.0, 2.0], shape=[2]), 400, "has 2 rows but"),
         (lambda t: [x.update(shape=[0], data=[]) for x in t], 400, "no rows"),
     ],
@@ -277,10 +279,13 @@ def test_bad_tensors_are_400_naming_the_input_and_row(
     ("body", "needle"),
     [
         (b"{", "not valid JSON"),
-        (b"[]", "JSON object"),
-        (b'{"inputs": []}', "non-empty list"),
-        (b'{"inputs": [], "id": 3}', "non-empty list"),
-        (b'{"inputs": [{"name": "island"}]}', "datatype"),
+        (b"[]", "Input should be an object"),
+        (b'{"inputs": []}', "inputs: List should have at least 1 item"),
+        (b'{"inputs": [{"name": "year"}], "id": 3}', "id: Input should be a valid string"),
+        (b'{"inputs": [{"name": "island"}]}', "inputs[0].datatype: Field required"),
+        (b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [-1]}]}', "inputs[0].shape[0]"),
+        (b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1]}]}', "send 'data'"),
+        (b'{"inputs": [], "outputs": null}', "outputs: Input should be a valid array"),
     ],
 )
 def test_malformed_requests_are_400(client: TestClient, body: bytes, needle: str) -> None:
