@@ -3,7 +3,8 @@
 Both runtimes of the service (ONNX Runtime and scikit-learn) and a lean scikit-learn baseline
 serve the same version, for the default model and for the random-forest config. Every figure
 comes from one run on this machine, and the targets are ratios within that run, so a noisy
-shared machine moves all sides together. Bounded: about three minutes in all.
+shared machine moves all sides together. The protocol tables put OIP v2 beside /predict on
+the same ONNX server. Bounded: about five minutes in all.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the in-process floor uses the service's own predictors
@@ -92,20 +96,30 @@ def parse_wrk(output: str) -> dict[str, float]:
     return {"rps": rps, "p50": millis(percentiles["50"]), "p99": millis(percentiles["99"])}
 
 
-def drive(wrk: str, url: str, body: Path, connections: int, threads: int) -> dict[str, float]:
+def drive(
+    wrk: str,
+    url: str,
+    body: Path,
+    connections: int,
+    threads: int,
+    header_length: int | None = None,
+    seconds: str = DURATION,
+    warm: bool = True,
+) -> dict[str, float]:
     command = [
         wrk,
         f"-t{threads}",
         f"-c{connections}",
-        f"-d{DURATION}s",
+        f"-d{seconds}s",
         "--latency",
         "-s",
         str(ROOT / "bench" / "post.lua"),
         url,
     ]
-    env = {**os.environ, "BENCH_BODY": str(body)}
-    warm = [*command[:3], "-d1s", *command[4:]]
-    subprocess.run(warm, env=env, check=True, capture_output=True, timeout=60)
+    env = {**os.environ, "BENCH_BODY": str(body), "BENCH_HEADER_LENGTH": str(header_length or "")}
+    if warm:
+        warm_up = [*command[:3], "-d1s", *command[4:]]
+        subprocess.run(warm_up, env=env, check=True, capture_output=True, timeout=60)
     done = subprocess.run(command, env=env, check=True, capture_output=True, text=True, timeout=120)
     return parse_wrk(done.stdout)
 
@@ -225,10 +239,123 @@ def bench_model(wrk: str, work: Path, label: str, config: str | None) -> str:
     return report(f"{label} ({meta['estimator']})", results, in_process, rss, TARGETS[label])
 
 
+# -- the protocols: the same ONNX server through /predict and through OIP v2 ---------------------
+
+# The default model (strings among its features: one tensor per feature) and the same data from
+# numbers alone, which a single [rows, features] tensor can also feed.
+PROTOCOL_MODELS = [("penguins", None), ("numeric", "numeric")]
+PROTOCOL_TARGET = 0.8  # v2 against /predict, in requests/s (1 row) and rows/s (100 rows)
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "6"))
+DATATYPES = {"number": "FP64", "integer": "INT64", "boolean": "BOOL", "string": "BYTES"}
+
+
+def v2_bodies(meta: dict[str, Any], rows: int, folder: Path) -> dict[str, tuple[Path, int | None]]:
+    """Each way to send `rows` copies of the example: name -> (body file, binary header size)."""
+    example, features = meta["example"], meta["features"]
+    per_feature = [
+        {
+            "name": f["name"],
+            "datatype": DATATYPES[f["type"]],
+            "shape": [rows],
+            "data": [example[f["name"]]] * rows,
+        }
+        for f in features
+    ]
+    bodies: dict[str, tuple[Path, int | None]] = {}
+    path = folder / f"v2-tensors-{rows}.json"
+    path.write_text(json.dumps({"inputs": per_feature}))
+    bodies["v2, a tensor per feature"] = (path, None)
+    if all(f["type"] in ("number", "integer") for f in features):
+        matrix = [[example[f["name"]] for f in features]] * rows
+        single = {"name": "input-0", "datatype": "FP64", "shape": [rows, len(features)]}
+        path = folder / f"v2-matrix-{rows}.json"
+        path.write_text(json.dumps({"inputs": [{**single, "data": matrix}]}))
+        bodies["v2, one [rows, features] tensor"] = (path, None)
+        raw = np.array(matrix, dtype="<f8").tobytes()
+        header = json.dumps(
+            {"inputs": [{**single, "parameters": {"binary_data_size": len(raw)}}]}
+        ).encode()
+        path = folder / f"v2-binary-{rows}.bin"
+        path.write_bytes(header + raw)
+        bodies["v2, the same, binary"] = (path, len(header))
+    return bodies
+
+
+def interleaved(
+    wrk: str, targets: dict[str, tuple[str, Path, int | None]], connections: int, rows: int
+) -> dict[str, float]:
+    """Rows/s of each target: short runs in alternating order, ROUNDS times, then the median.
+
+    Two routes of one server differ by tens of microseconds a request, less than this shared
+    machine drifts in a minute, so many short alternating runs beat a few long ones.
+    """
+    order = list(targets)
+    runs: dict[str, list[float]] = {name: [] for name in order}
+    for name in order:
+        target, body, header = targets[name]
+        drive(wrk, target, body, connections, 1, header, seconds="1", warm=False)
+    for round_ in range(ROUNDS):
+        for name in order if round_ % 2 == 0 else reversed(order):
+            target, body, header = targets[name]
+            result = drive(wrk, target, body, connections, 1, header, seconds="2", warm=False)
+            runs[name].append(result["rps"] * rows)
+    return {name: statistics.median(values) for name, values in runs.items()}
+
+
+def bench_protocols(wrk: str, work: Path, label: str, drop: str | None) -> str:
+    models = work / f"{label}-protocols"
+    command = [sys.executable, "-m", "training", "--models-dir", str(models), "--name", label]
+    if drop:
+        config = work / f"{label}.toml"
+        config.write_text(
+            f'[data]\npath = "{ROOT / "training" / "data" / "penguins.csv"}"\n'
+            'target = "species"\ndrop = ["island", "sex"]\n[model]\nestimator = "linear"\n'
+        )
+        command += ["--config", str(config)]
+    subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
+    meta = json.loads((models / label / "1" / "metadata.json").read_text())
+    port = free_port()
+    proc = start("onnx", models, models / label / "1", port, work / f"{label}-protocols.log")
+    url = f"http://127.0.0.1:{port}"
+    infer = f"{url}/v2/models/{label}/infer"
+    lines = [
+        f"protocols: {label} ({len(meta['features'])} features), the ONNX server",
+        f"{'request':<34}{'1 row, c=32 req/s':>19}{'ratio':>7}{'100 rows, c=4 rows/s':>22}"
+        f"{'ratio':>7}",
+        "-" * 89,
+    ]
+    try:
+        wait_ready(f"{url}/health/ready", proc)
+        figures: dict[str, list[float]] = {}
+        for rows, connections in ((1, 32), (100, 4)):
+            native = work / f"{label}-native-{rows}.json"
+            native.write_text(json.dumps({"instances": [meta["example"]] * rows}))
+            targets = {"native /predict": (f"{url}/predict", native, None)}
+            for name, (body, header) in v2_bodies(meta, rows, work).items():
+                targets[name] = (infer, body, header)
+            for name, ratio in interleaved(wrk, targets, connections, rows).items():
+                figures.setdefault(name, []).append(ratio)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    base_one, base_many = figures["native /predict"]
+    for name, (one, many) in figures.items():
+        lines.append(
+            f"{name:<34}{one:>19.0f}{one / base_one:>6.2f}x{many:>22.0f}{many / base_many:>6.2f}x"
+        )
+    lines += [
+        "-" * 89,
+        f"target: every v2 row at least {PROTOCOL_TARGET}x of /predict; each figure the median of"
+        f" {ROUNDS} alternating 2s runs",
+    ]
+    return "\n".join(lines)
+
+
 def main() -> int:
     wrk = ensure_wrk()
     work = Path(tempfile.mkdtemp(prefix="bench-"))
     tables = [bench_model(wrk, work, label, config) for label, config in MODELS]
+    tables += [bench_protocols(wrk, work, label, drop) for label, drop in PROTOCOL_MODELS]
     print("\n\n".join(tables))
     print(
         f"\nwrk: 2 runs of {DURATION}s per server and scenario (A-B-C-C-B-A, means), after a 1s"

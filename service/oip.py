@@ -17,14 +17,25 @@ The values obey the same rules as `/predict` (types, known categories, finite nu
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Annotated, Any, Literal, NotRequired, Union
 
 import numpy as np
+from pydantic import Field, Strict, TypeAdapter, ValidationError
 
 from modelstore import Feature, Metadata
 from service.predictor import Table
-from service.schema import MAX_MAGNITUDE
-from service.tensors import OutputTensor, RequestedOutput, Tensor, TensorError
+from service.schema import MAX_MAGNITUDE, feature_type, typed_dict
+from service.tensors import (
+    InferRequest,
+    OutputJson,
+    RequestedOutput,
+    Tensor,
+    TensorError,
+    decode_request,
+    encode_response,
+    requested_outputs,
+    to_bytes,
+)
 
 INTEGER_TYPES = frozenset(
     {"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"}
@@ -67,6 +78,7 @@ class TensorModel:
         self.platform = platform
         self.all_numeric = all(f.type in _NUMERIC for f in self.features)
         self.checks = {f.name: ColumnCheck(f) for f in self.features}
+        self._fast_adapter = self._make_fast_adapter()
         self.is_classifier = metadata.task == "classification"
         self.classes = list(metadata.classes or [])
         self.label_type = label_datatype(self.classes)
@@ -105,6 +117,78 @@ class TensorModel:
         }
 
     # -- inputs -------------------------------------------------------------------------------
+
+    def decode(self, body: bytes, header_length: str | None) -> tuple[InferRequest, Table]:
+        """The request and its checked rows.
+
+        A JSON request with one tensor per feature, every value valid as `/predict` takes it,
+        is parsed and checked in one pass by a validator made for this model (pydantic-core, in
+        Rust), as `/predict` is. Anything else (binary tensors, the single-tensor layout, NaN
+        or empty-text gaps, nested data, and every fault) takes the general path, which accepts
+        the same requests and names each fault.
+        """
+        if header_length is None:
+            fast = self._fast(body)
+            if fast is not None:
+                return fast
+        request = decode_request(body, header_length)
+        self.check_requested(request.outputs)
+        return request, self.table(request.inputs)
+
+    def _fast(self, body: bytes) -> tuple[InferRequest, Table] | None:
+        try:
+            request = self._fast_adapter.validate_json(body)
+        except ValidationError:
+            return None
+        columns: dict[str, list[Any]] = {}
+        rows = -1
+        for item in request["inputs"]:
+            name, shape, data = item["name"], item["shape"], item["data"]
+            if name in columns or len(data) != shape[0] or (len(shape) == 2 and shape[1] != 1):
+                return None
+            if "parameters" in item and "binary_data_size" in item["parameters"]:
+                return None
+            if rows != shape[0]:
+                if rows >= 0:
+                    return None
+                rows = shape[0]
+            columns[name] = data
+        if len(columns) != len(self.features) or not 0 < rows <= self.max_batch_size:
+            return None
+        parameters = request.get("parameters", {})
+        binary_default = parameters.get("binary_data_output", False)
+        if type(binary_default) is not bool:
+            return None
+        try:
+            outputs = requested_outputs(request.get("outputs"), binary_default)
+            self.check_requested(outputs)
+        except TensorError:
+            return None
+        parsed = InferRequest(request.get("id"), [], outputs, binary_default)
+        return parsed, Table(columns, rows)
+
+    def _make_fast_adapter(self) -> TypeAdapter[Any]:
+        """A request schema with each feature's tensor typed like the native instance field."""
+        tensors: list[Any] = []
+        for feature in self.features:
+            fields = {
+                "name": Literal[feature.name],
+                "datatype": Literal[ACCEPTED_TYPES[feature.type]],
+                "shape": Annotated[
+                    list[Annotated[int, Strict(), Field(ge=0)]], Field(max_length=2)
+                ],
+                "data": _list_of(feature_type(feature)),
+                "parameters": NotRequired[dict[str, Any]],
+            }
+            tensors.append(typed_dict(f"Tensor_{len(tensors)}", fields, extra="ignore"))
+        one_of: Any = Annotated[Union[tuple(tensors)], Field(discriminator="name")]  # noqa: UP007
+        envelope = {
+            "id": NotRequired[str],
+            "parameters": NotRequired[dict[str, Any]],
+            "inputs": Annotated[_list_of(one_of), Field(min_length=1)],
+            "outputs": NotRequired[list[OutputJson]],
+        }
+        return TypeAdapter(typed_dict("FastInferRequest", envelope, extra="ignore"))
 
     def table(self, inputs: list[Tensor]) -> Table:
         """Checked columns from the request's tensors, in either layout."""
@@ -178,15 +262,29 @@ class TensorModel:
 
     # -- outputs ------------------------------------------------------------------------------
 
-    def outputs(
-        self, output: np.ndarray[Any, Any], requested: list[RequestedOutput] | None, binary: bool
-    ) -> list[tuple[OutputTensor, bool]]:
-        """The answer's tensors, those asked for (all by default), each JSON or binary."""
+    def answer(
+        self,
+        header: dict[str, Any],
+        output: np.ndarray[Any, Any],
+        requested: list[RequestedOutput] | None,
+        binary: bool,
+    ) -> tuple[bytes, int | None]:
+        """The response body with the outputs asked for (all by default), each JSON or binary,
+        and the JSON header's length when any is binary."""
         wanted = requested or [RequestedOutput(name, binary) for name in self.output_names]
-        tensors = []
-        for item in wanted:
-            tensors.append((self._output(item.name, output), item.binary))
-        return tensors
+        entries, chunks = [], []
+        for name, as_binary in wanted:
+            datatype, shape, values = self._output(name, output)
+            entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": shape}
+            if as_binary:
+                raw = to_bytes(datatype, values)
+                entry["parameters"] = {"binary_data_size": len(raw)}
+                chunks.append(raw)
+            else:
+                entry["data"] = values
+            entries.append(entry)
+        header["outputs"] = entries
+        return encode_response(header, chunks)
 
     def check_requested(self, requested: list[RequestedOutput] | None) -> None:
         for item in requested or ():
@@ -196,14 +294,14 @@ class TensorModel:
                     f"{' and '.join(self.output_names)}"
                 )
 
-    def _output(self, name: str, output: np.ndarray[Any, Any]) -> OutputTensor:
+    def _output(self, name: str, output: np.ndarray[Any, Any]) -> tuple[str, list[int], Any]:
         n = output.shape[0]
         if name == "value":
-            return OutputTensor("value", "FP64", [n], output)
+            return "FP64", [n], output.tolist()
         if name == "probabilities":
-            return OutputTensor("probabilities", "FP64", [n, output.shape[1]], output.ravel())
-        labels = [self.classes[i] for i in output.argmax(axis=1).tolist()]
-        return OutputTensor("label", self.label_type, [n], labels)
+            return "FP64", [n, output.shape[1]], output.ravel().tolist()
+        classes = self.classes
+        return self.label_type, [n], [classes[i] for i in output.argmax(axis=1).tolist()]
 
     def labels_or_values(self, output: np.ndarray[Any, Any]) -> list[Any]:
         """KServe v1's predictions: what the pipeline's own `predict` answers."""
@@ -211,6 +309,11 @@ class TensorModel:
             values: list[Any] = output.tolist()
             return values
         return [self.classes[i] for i in output.argmax(axis=1).tolist()]
+
+
+def _list_of(item: Any) -> Any:
+    """`list[item]` for a type made at run time, which a type checker cannot follow."""
+    return list[item]
 
 
 def _rows_of(tensor: Tensor) -> int:
@@ -253,7 +356,6 @@ class ColumnCheck:
             )
 
     def _numbers(self, tensor: Tensor, values: list[Any], column: int) -> list[Any]:
-        integer_tensor = tensor.datatype in INTEGER_TYPES
         out: list[Any] | None = None
         for row, value in enumerate(values):
             kind = type(value)
@@ -263,11 +365,6 @@ class ColumnCheck:
                     out = out if out is not None else list(values)
                     out[row] = None
                     continue
-                if integer_tensor:
-                    raise TensorError(
-                        f"{_where(tensor, column)} row {row}: {value!r} is not an integer "
-                        f"({tensor.datatype})"
-                    )
                 if not -MAX_MAGNITUDE <= value <= MAX_MAGNITUDE:
                     raise TensorError(_out_of_range(_where(tensor, column), row, value))
                 if self.integer:

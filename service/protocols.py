@@ -28,12 +28,13 @@ from service.predictor import NonFinitePredictionError, Table
 from service.routes import read_body, runtime_of
 from service.runtime import Runtime
 from service.schema import error_details, is_oversize_batch
-from service.tensors import HEADER_LENGTH, TensorError, decode_request, encode_response
+from service.tensors import HEADER_LENGTH, TensorError
 
 router = APIRouter()
 SERVER_NAME = "sklearn-serve"
 EXTENSIONS = ["binary_tensor_data"]
 _OPEN_MEDIA = ("application/json", "application/octet-stream")
+_HEADER_LENGTH = HEADER_LENGTH.encode()
 
 
 def served(request: Request, check_version: bool = True) -> Runtime:
@@ -54,22 +55,30 @@ def served(request: Request, check_version: bool = True) -> Runtime:
     return runtime
 
 
-def check_body_type(request: Request) -> None:
-    """JSON, or the binary extension's octet stream; no compressed bodies."""
-    encoding = request.headers.get("content-encoding", "identity").strip().lower()
-    if encoding not in ("", "identity"):
+def check_body_type(request: Request) -> str | None:
+    """JSON, or the binary extension's octet stream; no compressed bodies. Returns the
+    Inference-Header-Content-Length, if sent. One pass over the raw headers: this runs on every
+    inference request, and each `Headers.get` is a scan of its own."""
+    content_type = encoding = header_length = None
+    for key, value in request.scope["headers"]:
+        if key == b"content-type":
+            content_type = value.decode("latin-1")
+        elif key == b"content-encoding":
+            encoding = value.decode("latin-1").strip().lower()
+        elif key == _HEADER_LENGTH:
+            header_length = value.decode("latin-1").strip()
+    if encoding not in (None, "", "identity"):
         raise UnsupportedMediaTypeError(
             f"Content-Encoding {encoding} is not supported: send the body uncompressed"
         )
-    content_type = request.headers.get("content-type")
-    if content_type is None:
-        return
-    media = content_type.split(";", 1)[0].strip().lower()
-    if media not in _OPEN_MEDIA and not media.endswith("+json"):
-        raise UnsupportedMediaTypeError(
-            "Content-Type must be application/json (or application/octet-stream with "
-            f"Inference-Header-Content-Length), not {media or 'empty'}"
-        )
+    if content_type is not None:
+        media = content_type.split(";", 1)[0].strip().lower()
+        if media not in _OPEN_MEDIA and not media.endswith("+json"):
+            raise UnsupportedMediaTypeError(
+                "Content-Type must be application/json (or application/octet-stream with "
+                f"Inference-Header-Content-Length), not {media or 'empty'}"
+            )
+    return header_length
 
 
 # -- Open Inference Protocol v2 -------------------------------------------------------------
@@ -114,13 +123,11 @@ async def infer(request: Request) -> Response:
     """POST /v2/models/{name}[/versions/{version}]/infer, a plain route as /predict is."""
     runtime = served(request)
     runtime.authorize(request.headers)
-    check_body_type(request)
+    header_length = check_body_type(request)
     body = await read_body(request, runtime.settings.max_body_bytes)
     model = runtime.tensors
     try:
-        parsed = decode_request(body, request.headers.get(HEADER_LENGTH))
-        model.check_requested(parsed.outputs)
-        table = model.table(parsed.inputs)
+        parsed, table = model.decode(body, header_length)
     except TensorError as exc:
         raise BadRequestError(str(exc)) from None
     except BatchTooLargeError as exc:
@@ -132,9 +139,7 @@ async def infer(request: Request) -> Response:
     }
     if parsed.id is not None:
         header["id"] = parsed.id
-    content, json_length = encode_response(
-        header, model.outputs(output, parsed.outputs, parsed.binary_default)
-    )
+    content, json_length = model.answer(header, output, parsed.outputs, parsed.binary_default)
     if json_length is None:
         return Response(content, media_type="application/json")
     return Response(

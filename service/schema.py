@@ -39,15 +39,14 @@ Integer = Annotated[
     BeforeValidator(_whole_number),
 ]
 Boolean = Annotated[bool, Strict()]
-_FORBID = ConfigDict(extra="forbid")
 MAX_REPORTED_ERRORS = 50
 
 
-def _typed_dict(name: str, fields: dict[str, Any]) -> Any:
-    """A TypedDict made at run time (so mypy cannot see it) that forbids unknown keys."""
+def typed_dict(name: str, fields: dict[str, Any], extra: str = "forbid") -> Any:
+    """A TypedDict made at run time (so mypy cannot see it); unknown keys are refused."""
     factory: Any = TypedDict
     made = factory(name, fields)
-    made.__pydantic_config__ = _FORBID
+    made.__pydantic_config__ = ConfigDict(extra=extra)  # type: ignore[typeddict-item]
     return made
 
 
@@ -68,13 +67,13 @@ def instance_type(metadata: Metadata) -> Any:
     fields = {f.name: feature_type(f) for f in metadata.features}
     # Columns training left out may come along (a DataFrame minus its target) and are ignored.
     fields.update(dict.fromkeys(metadata.ignored_columns, NotRequired[Any]))
-    return _typed_dict("Instance", fields)
+    return typed_dict("Instance", fields)
 
 
 def request_adapter(metadata: Metadata, max_batch_size: int) -> TypeAdapter[Any]:
     instance = instance_type(metadata)
     batch = Annotated[list[instance], Field(min_length=1, max_length=max_batch_size)]  # type: ignore[valid-type]
-    request = _typed_dict("PredictRequest", {"instances": batch})
+    request = typed_dict("PredictRequest", {"instances": batch})
     return TypeAdapter(request)
 
 

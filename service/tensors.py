@@ -69,7 +69,7 @@ class _TensorJson(TypedDict):
     parameters: NotRequired[dict[str, Any]]
 
 
-class _OutputJson(TypedDict):
+class OutputJson(TypedDict):
     name: str
     parameters: NotRequired[dict[str, Any]]
 
@@ -78,7 +78,7 @@ class _RequestJson(TypedDict):
     id: NotRequired[str]
     parameters: NotRequired[dict[str, Any]]
     inputs: Annotated[list[_TensorJson], Field(min_length=1)]
-    outputs: NotRequired[list[_OutputJson]]
+    outputs: NotRequired[list[OutputJson]]
 
 
 # The envelope, parsed and checked in one pass by pydantic-core (several times faster than the
@@ -114,7 +114,7 @@ def decode_request(body: bytes, header_length: str | None) -> InferRequest:
     return InferRequest(
         id=request.get("id"),
         inputs=tensors,
-        outputs=_requested_outputs(request.get("outputs"), binary_default),
+        outputs=requested_outputs(request.get("outputs"), binary_default),
         binary_default=binary_default,
     )
 
@@ -225,8 +225,8 @@ def _split_bytes(raw: bytes, size: int, where: str) -> list[Any]:
     return values
 
 
-def _requested_outputs(
-    outputs: list[_OutputJson] | None, binary_default: bool
+def requested_outputs(
+    outputs: list[OutputJson] | None, binary_default: bool
 ) -> list[RequestedOutput] | None:
     if outputs is None:
         return None
@@ -239,41 +239,17 @@ def _requested_outputs(
     return requested
 
 
-class OutputTensor(NamedTuple):
-    name: str
-    datatype: str
-    shape: list[int]
-    values: np.ndarray[Any, Any] | list[Any]  # numbers as an array, BYTES as a list of str
-
-
-def encode_response(
-    header: dict[str, Any], outputs: list[tuple[OutputTensor, bool]]
-) -> tuple[bytes, int | None]:
-    """The response body, and the JSON header's length when any output travels as binary."""
-    described = []
-    chunks = []
-    for tensor, binary in outputs:
-        entry: dict[str, Any] = {
-            "name": tensor.name,
-            "datatype": tensor.datatype,
-            "shape": tensor.shape,
-        }
-        if binary:
-            raw = _to_bytes(tensor)
-            entry["parameters"] = {"binary_data_size": len(raw)}
-            chunks.append(raw)
-        else:
-            entry["data"] = tensor.values
-        described.append(entry)
-    body = orjson.dumps({**header, "outputs": described}, option=orjson.OPT_SERIALIZE_NUMPY)
+def encode_response(header: dict[str, Any], chunks: list[bytes]) -> tuple[bytes, int | None]:
+    """The JSON header, then any binary outputs' bytes; and the header's length if there are."""
+    body = orjson.dumps(header)
     if not chunks:
         return body, None
     return b"".join([body, *chunks]), len(body)
 
 
-def _to_bytes(tensor: OutputTensor) -> bytes:
-    if tensor.datatype == "BYTES":
-        encoded = [str(v).encode("utf-8") for v in tensor.values]
+def to_bytes(datatype: str, values: list[Any]) -> bytes:
+    """One output's elements in the binary extension's layout."""
+    if datatype == "BYTES":
+        encoded = [str(v).encode("utf-8") for v in values]
         return b"".join(_LENGTH.pack(len(e)) + e for e in encoded)
-    array = np.asarray(tensor.values, dtype=NUMPY_TYPES[tensor.datatype])
-    return array.tobytes()
+    return np.asarray(values, dtype=NUMPY_TYPES[datatype]).tobytes()
