@@ -20,7 +20,7 @@ import math
 from typing import Annotated, Any, Literal, NotRequired, Union
 
 import numpy as np
-from pydantic import Field, Strict, TypeAdapter, ValidationError
+from pydantic import Discriminator, Field, Strict, Tag, TypeAdapter, ValidationError
 
 from modelstore import Feature, Metadata
 from service.predictor import Table
@@ -32,7 +32,9 @@ from service.tensors import (
     Tensor,
     TensorError,
     decode_request,
+    elements,
     encode_response,
+    flatten,
     requested_outputs,
     to_bytes,
 )
@@ -49,6 +51,10 @@ ACCEPTED_TYPES: dict[str, tuple[str, ...]] = {
     "string": ("BYTES",),
 }
 _NUMERIC = frozenset({"number", "integer"})
+_PLAIN_NUMBERS = frozenset({int, float})
+_MATRIX = "a [rows, features] tensor"
+# The datatypes a single tensor may have: what every feature of an all-numeric model accepts.
+_MATRIX_TYPES = ("FP64", "FP32", "FP16", *sorted(INTEGER_TYPES))
 
 
 class BatchTooLargeError(Exception):
@@ -78,6 +84,7 @@ class TensorModel:
         self.platform = platform
         self.all_numeric = all(f.type in _NUMERIC for f in self.features)
         self.checks = {f.name: ColumnCheck(f) for f in self.features}
+        self.integer_columns = [j for j, f in enumerate(self.features) if f.type == "integer"]
         self._fast_adapter = self._make_fast_adapter()
         self.is_classifier = metadata.task == "classification"
         self.classes = list(metadata.classes or [])
@@ -140,13 +147,43 @@ class TensorModel:
             request = self._fast_adapter.validate_json(body)
         except ValidationError:
             return None
+        inputs = request["inputs"]
+        parameters = request.get("parameters", {})
+        binary_default = parameters.get("binary_data_output", False)
+        if type(binary_default) is not bool or any(
+            "binary_data_size" in item.get("parameters", ()) for item in inputs
+        ):
+            return None
+        try:
+            outputs = requested_outputs(request.get("outputs"), binary_default)
+            self.check_requested(outputs)
+        except TensorError:
+            return None
+        if inputs[0]["name"] in self.by_name:
+            table = self._fast_columns(inputs)
+        elif len(inputs) == 1 and len(inputs[0]["shape"]) == 2:
+            matrix = inputs[0]
+            data = matrix["data"]
+            data = flatten(data) if data and type(data[0]) is list else data
+            if len(data) != math.prod(matrix["shape"]):
+                return None
+            tensor = Tensor(matrix["name"], matrix["datatype"], matrix["shape"], data)
+            table = self._from_matrix(tensor)  # its faults are the general path's, word for word
+        else:
+            return None
+        if table is None:
+            return None
+        return InferRequest(request.get("id"), [], outputs, binary_default), table
+
+    def _fast_columns(self, inputs: list[dict[str, Any]]) -> Table | None:
+        """Tensors already typed by the validator: only shapes and row counts are left."""
         columns: dict[str, list[Any]] = {}
         rows = -1
-        for item in request["inputs"]:
+        for item in inputs:
             name, shape, data = item["name"], item["shape"], item["data"]
-            if name in columns or len(data) != shape[0] or (len(shape) == 2 and shape[1] != 1):
+            if name in columns or name not in self.by_name or len(data) != shape[0]:
                 return None
-            if "parameters" in item and "binary_data_size" in item["parameters"]:
+            if len(shape) == 2 and shape[1] != 1:
                 return None
             if rows != shape[0]:
                 if rows >= 0:
@@ -155,33 +192,42 @@ class TensorModel:
             columns[name] = data
         if len(columns) != len(self.features) or not 0 < rows <= self.max_batch_size:
             return None
-        parameters = request.get("parameters", {})
-        binary_default = parameters.get("binary_data_output", False)
-        if type(binary_default) is not bool:
-            return None
-        try:
-            outputs = requested_outputs(request.get("outputs"), binary_default)
-            self.check_requested(outputs)
-        except TensorError:
-            return None
-        parsed = InferRequest(request.get("id"), [], outputs, binary_default)
-        return parsed, Table(columns, rows)
+        return Table(columns, rows)
 
     def _make_fast_adapter(self) -> TypeAdapter[Any]:
-        """A request schema with each feature's tensor typed like the native instance field."""
-        tensors: list[Any] = []
+        """A request schema with each feature's tensor typed like the native instance field,
+        and, for an all-numeric model, one untyped [rows, features] tensor (checked at once by
+        `_from_matrix`). Each input goes to its schema by name, without trying the others."""
+        shape = Annotated[
+            list[Annotated[int, Strict(), Field(ge=0)]], Field(min_length=1, max_length=2)
+        ]
+        members: list[Any] = []
         for feature in self.features:
             fields = {
                 "name": Literal[feature.name],
                 "datatype": Literal[ACCEPTED_TYPES[feature.type]],
-                "shape": Annotated[
-                    list[Annotated[int, Strict(), Field(ge=0)]], Field(max_length=2)
-                ],
+                "shape": shape,
                 "data": _list_of(feature_type(feature)),
                 "parameters": NotRequired[dict[str, Any]],
             }
-            tensors.append(typed_dict(f"Tensor_{len(tensors)}", fields, extra="ignore"))
-        one_of: Any = Annotated[Union[tuple(tensors)], Field(discriminator="name")]  # noqa: UP007
+            tensor = typed_dict(f"Tensor_{len(members)}", fields, extra="ignore")
+            members.append(Annotated[tensor, Tag(feature.name)])
+        if self.all_numeric:
+            fields = {
+                "name": str,
+                "datatype": Literal[_MATRIX_TYPES],
+                "shape": shape,
+                "data": list[Any],
+                "parameters": NotRequired[dict[str, Any]],
+            }
+            members.append(Annotated[typed_dict("Matrix", fields, extra="ignore"), Tag(_MATRIX)])
+        names = frozenset(self.by_name)
+
+        def route(item: Any) -> str | None:
+            name = item.get("name") if isinstance(item, dict) else None
+            return name if name in names else _MATRIX
+
+        one_of: Any = Annotated[Union[tuple(members)], Discriminator(route)]  # noqa: UP007
         envelope = {
             "id": NotRequired[str],
             "parameters": NotRequired[dict[str, Any]],
@@ -213,7 +259,7 @@ class TensorModel:
                         f"input '{name}' has {n} rows but the inputs before it have {rows}"
                     )
                 rows = self._check_rows(n)
-            columns[name] = check.check(tensor, tensor.data)
+            columns[name] = check.check(tensor, elements(tensor))
         missing = [f.name for f in self.features if f.name not in columns]
         if missing:
             raise TensorError(f"missing inputs: {', '.join(missing)} (one tensor per feature)")
@@ -234,12 +280,30 @@ class TensorModel:
                 f"{len(self.features)} features: {', '.join(self.by_name)}"
             )
         self._check_rows(n)
-        data = tensor.data
+        accepted = all(tensor.datatype in self.checks[f.name].accepted for f in self.features)
+        if accepted:
+            raw = tensor.data
+            plain = isinstance(raw, np.ndarray) or set(map(type, raw)) <= _PLAIN_NUMBERS
+            fast = self._plain_matrix(raw, n, width) if plain else None
+            if fast is not None:
+                return fast
+        data = elements(tensor)
+        # Gaps, other types or faults: column by column, naming the first fault.
         columns = {
             feature.name: self.checks[feature.name].check(tensor, data[j::width], column=j)
             for j, feature in enumerate(self.features)
         }
         return Table(columns, n)
+
+    def _plain_matrix(self, data: Any, n: int, width: int) -> Table | None:
+        """Finite, bounded numbers (whole ones in integer columns), checked all at once."""
+        values = np.asarray(data, dtype=np.float64).reshape(n, width)
+        if not (np.abs(values) <= MAX_MAGNITUDE).all():  # NaN and infinity fail this too
+            return None
+        whole = values[:, self.integer_columns]
+        if whole.size and not (whole == np.floor(whole)).all():
+            return None
+        return Table(dict(zip(self.by_name, values.T.tolist(), strict=True)), n)
 
     def _check_rows(self, n: int) -> int:
         if n == 0:

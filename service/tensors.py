@@ -46,7 +46,18 @@ class Tensor(NamedTuple):
     name: str
     datatype: str
     shape: list[int]
-    data: list[Any]  # flattened in row-major order; Python scalars, str for BYTES, None for null
+    # Flattened in row-major order: Python scalars (str for BYTES, None for null), or, for a
+    # binary numeric tensor, the numpy array over its bytes (`elements` gives a list).
+    data: list[Any]
+
+
+def elements(tensor: Tensor) -> list[Any]:
+    """A tensor's elements as Python scalars."""
+    data = tensor.data
+    if isinstance(data, np.ndarray):
+        listed: list[Any] = data.tolist()
+        return listed
+    return data
 
 
 class RequestedOutput(NamedTuple):
@@ -154,7 +165,7 @@ def _decode_input(item: _TensorJson, binary: bytes, offset: int) -> tuple[Tensor
         raw = item.get("data")
         if raw is None:
             raise TensorError(f"input '{name}': send 'data', or 'binary_data_size' and the bytes")
-        data = _flatten(raw) if raw and type(raw[0]) is list else raw
+        data = flatten(raw) if raw and type(raw[0]) is list else raw
         if len(data) != size:
             raise TensorError(
                 f"input '{name}': shape {shape} holds {size} elements but 'data' has {len(data)}"
@@ -176,7 +187,7 @@ def _binary_input(item: _TensorJson, binary_size: Any, size: int, rest: bytes) -
     return _from_bytes(rest[:binary_size], item["datatype"], size, where)
 
 
-def _flatten(nested: list[Any]) -> list[Any]:
+def flatten(nested: list[Any]) -> list[Any]:
     """Row-major flattening of nested lists, as the protocol allows `data` to be sent."""
     flat: list[Any] = []
     stack = [iter(nested)]
@@ -200,8 +211,7 @@ def _from_bytes(raw: bytes, datatype: str, size: int, where: str) -> list[Any]:
             f"{where}: {size} {datatype} elements take {size * dtype.itemsize} bytes, "
             f"not {len(raw)}"
         )
-    values: list[Any] = np.frombuffer(raw, dtype=dtype).tolist()
-    return values
+    return np.frombuffer(raw, dtype=dtype)  # type: ignore[return-value]  # see Tensor.data
 
 
 def _split_bytes(raw: bytes, size: int, where: str) -> list[Any]:

@@ -371,6 +371,14 @@ def test_a_single_matrix_tensor_feeds_an_all_numeric_model(
     assert "has 4 columns but the model has 5" in error(
         client.post("/v2/models/numeric/infer", json=narrow)
     )
+    gap = [[None if n == "bill_length_mm" else float(example[n]) for n in names]]
+    with_gap = {"inputs": [{**body["inputs"][0], "shape": [1, 5], "data": gap}]}
+    native_gap = client.post(
+        "/predict", json={"instances": [{**example, "bill_length_mm": None}]}
+    ).json()["predictions"]
+    answer = client.post("/v2/models/numeric/infer", json=with_gap).json()
+    assert answer["outputs"][0]["data"] == [native_gap[0]["label"]]
+    assert answer["outputs"][1]["data"] == list(native_gap[0]["probabilities"].values())
     matrix[1][4] = 2009.5
     fractional = client.post("/v2/models/numeric/infer", json=body)
     assert "input 'input-0' column 4 row 1: 2009.5 is not a whole number" in error(fractional)
