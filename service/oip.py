@@ -52,6 +52,7 @@ ACCEPTED_TYPES: dict[str, tuple[str, ...]] = {
 }
 _NUMERIC = frozenset({"number", "integer"})
 _PLAIN_NUMBERS = frozenset({int, float})
+_VECTOR_FROM = 64
 _MATRIX = "a [rows, features] tensor"
 # The datatypes a single tensor may have: what every feature of an all-numeric model accepts.
 _MATRIX_TYPES = ("FP64", "FP32", "FP16", *sorted(INTEGER_TYPES))
@@ -281,7 +282,8 @@ class TensorModel:
             )
         self._check_rows(n)
         accepted = all(tensor.datatype in self.checks[f.name].accepted for f in self.features)
-        if accepted:
+        # numpy pays off from a few dozen values; below that its per-call cost dominates.
+        if accepted and n * width >= _VECTOR_FROM:
             raw = tensor.data
             plain = isinstance(raw, np.ndarray) or set(map(type, raw)) <= _PLAIN_NUMBERS
             fast = self._plain_matrix(raw, n, width) if plain else None

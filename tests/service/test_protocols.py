@@ -463,3 +463,22 @@ def test_v1_names_the_missing_value_rule(
     assert "instances[0].year" in error(response)
     wrong = client.post("/v1/models/other:predict", json={"instances": [penguin_example]})
     assert wrong.status_code == 404
+
+
+def test_a_large_matrix_is_checked_at_once_with_the_same_rules(
+    make_client: ClientFactory, numeric_store: Path
+) -> None:
+    client = make_client(model_dir=numeric_store)
+    names = client.get("/v2/models/numeric").json()["parameters"]["feature_order"]
+    example = client.get("/model").json()["example"]
+    instances = [{**example, "bill_length_mm": 35.0 + i} for i in range(30)]
+    native = client.post("/predict", json={"instances": instances}).json()["predictions"]
+    flat = [float(i[n]) for i in instances for n in names]
+    body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [30, 5], "data": flat}]}
+    labels = client.post("/v2/models/numeric/infer", json=body).json()["outputs"][0]["data"]
+    assert labels == [p["label"] for p in native]
+    flat[5 * 17 + 4] = 2008.25  # row 17, the integer year
+    response = client.post("/v2/models/numeric/infer", json=body)
+    assert "input 'x' column 4 row 17: 2008.25 is not a whole number" in error(response)
+    flat[5 * 17 + 4] = 1e300
+    assert "row 17: 1e+300 is beyond" in error(client.post("/v2/models/numeric/infer", json=body))
