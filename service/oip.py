@@ -226,7 +226,7 @@ class TensorModel:
 
         def route(item: Any) -> str | None:
             name = item.get("name") if isinstance(item, dict) else None
-            return name if name in names else _MATRIX
+            return name if type(name) is str and name in names else _MATRIX
 
         one_of: Any = Annotated[Union[tuple(members)], Discriminator(route)]  # noqa: UP007
         envelope = {

@@ -76,3 +76,9 @@ def test_booleans_integers_and_gaps_through_scikit_learn(mixed_store: Path, tmp_
 
 def test_a_regressor_behind_a_key(regression_store: Path, tmp_path: Path) -> None:
     fuzz(regression_store, tmp_path, examples=15, key="fuzz-key")
+
+
+def test_an_all_numeric_model_with_its_single_tensor_layout(
+    numeric_store: Path, tmp_path: Path
+) -> None:
+    fuzz(numeric_store, tmp_path, examples=20)

@@ -283,6 +283,7 @@ def test_bad_tensors_are_400_naming_the_input_and_row(
         (b'{"inputs": []}', "inputs: List should have at least 1 item"),
         (b'{"inputs": [{"name": "year"}], "id": 3}', "id: Input should be a valid string"),
         (b'{"inputs": [{"name": "island"}]}', "inputs[0].datatype: Field required"),
+        (b'{"inputs": [{"name": {}, "datatype": "FP32", "shape": [0], "data": []}]}', "name"),
         (b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [-1]}]}', "inputs[0].shape[0]"),
         (b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1]}]}', "send 'data'"),
         (b'{"inputs": [], "outputs": null}', "outputs: Input should be a valid array"),
