@@ -6,9 +6,9 @@ works when every feature is a number or an integer: it is what KServe's sklearn 
 MLServer's clients send.
 
 A missing value (for a feature that had gaps in training) is JSON `null` in any tensor, NaN in
-a binary FP16/FP32/FP64 tensor, and an empty string in a binary BYTES tensor (no category is
-ever empty: training reads an empty cell as missing). Binary integer and boolean tensors cannot
-carry one: send an integer feature with gaps as FP64.
+a float tensor (binary, or the NaN token Python clients write into JSON), and an empty string
+in a BYTES tensor (no category is ever empty: training reads an empty cell as missing). Binary
+integer and boolean tensors cannot carry one: send an integer feature with gaps as FP64.
 
 The values obey the same rules as `/predict` (types, known categories, finite numbers within
 ±MAX_MAGNITUDE, whole numbers for integers), and each error names the input and the row.
@@ -42,7 +42,6 @@ from service.tensors import (
 INTEGER_TYPES = frozenset(
     {"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"}
 )
-FLOAT_TYPES = frozenset({"FP16", "FP32", "FP64"})
 # The datatypes each feature type accepts; the first is the one the metadata advertises.
 ACCEPTED_TYPES: dict[str, tuple[str, ...]] = {
     "number": ("FP64", "FP32", "FP16", *sorted(INTEGER_TYPES)),
@@ -131,9 +130,10 @@ class TensorModel:
 
         A JSON request with one tensor per feature, every value valid as `/predict` takes it,
         is parsed and checked in one pass by a validator made for this model (pydantic-core, in
-        Rust), as `/predict` is. Anything else (binary tensors, the single-tensor layout, NaN
-        or empty-text gaps, nested data, and every fault) takes the general path, which accepts
-        the same requests and names each fault.
+        Rust), as `/predict` is; so is the envelope of a single [rows, features] tensor.
+        Anything else (binary tensors, NaN or empty-text gaps, nested per-feature data, and
+        every fault) takes the general path, which accepts the same requests and names each
+        fault.
         """
         if header_length is None:
             fast = self._fast(body)

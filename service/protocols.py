@@ -149,6 +149,11 @@ async def infer(request: Request) -> Response:
     )
 
 
+async def infer_version(request: Request) -> Response:
+    """The same, under its own endpoint so metrics label the two paths apart."""
+    return await infer(request)
+
+
 async def _run(runtime: Runtime, table: Table) -> Any:
     try:
         return await runtime.run(table)
@@ -240,8 +245,15 @@ def mount_protocol_routes(app: FastAPI) -> None:
     """The GET routes come documented from the router; the POSTs are plain routes (see
     `routes.mount_predict`) whose OpenAPI entries the app writes from the model's schema."""
     app.include_router(router)
-    for path in ("/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer"):
-        app.router.add_route(path, infer, methods=["POST"], include_in_schema=False)
+    app.router.add_route(
+        "/v2/models/{name}/infer", infer, methods=["POST"], include_in_schema=False
+    )
+    app.router.add_route(
+        "/v2/models/{name}/versions/{version}/infer",
+        infer_version,
+        methods=["POST"],
+        include_in_schema=False,
+    )
     app.router.add_route(
         "/v1/models/{name}:predict", v1_predict, methods=["POST"], include_in_schema=False
     )

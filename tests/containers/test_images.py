@@ -72,6 +72,28 @@ def predict(port: int, example: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
+def protocol_labels(port: int, example: dict[str, Any]) -> list[Any]:
+    """The same instance through OIP v2 (binary, with tritonclient) and KServe v1."""
+    import numpy as np
+    import tritonclient.http as triton
+
+    client = triton.InferenceServerClient(f"127.0.0.1:{port}")
+    inputs = []
+    for name, value in example.items():
+        datatype = {str: "BYTES", int: "INT64"}.get(type(value), "FP64")
+        tensor = triton.InferInput(name, [1], datatype)
+        tensor.set_data_from_numpy(np.array([value], dtype=object if datatype == "BYTES" else None))
+        inputs.append(tensor)
+    label = client.infer("penguins", inputs).as_numpy("label")[0].decode()  # type: ignore[index]
+    client.close()
+    v1 = httpx2.post(
+        f"http://127.0.0.1:{port}/v1/models/penguins:predict",
+        json={"instances": [example]},
+        timeout=10,
+    )
+    return [label, *v1.json()["predictions"]]
+
+
 def image_bytes(image: str) -> int:
     return int(must("docker", "image", "inspect", "-f", "{{.Size}}", image).strip())
 
@@ -154,6 +176,7 @@ def test_serves_a_mounted_model_and_turns_healthy(
     ready = httpx2.get(f"http://127.0.0.1:{port}/health/ready", timeout=5).json()
     assert ready["runtime"] == "onnx"
     assert answer["predictions"][0]["label"] == "Adelie"
+    assert protocol_labels(port, penguin_example) == ["Adelie", "Adelie"]
     deadline = time.monotonic() + 60
     status = ""
     while time.monotonic() < deadline and status != "healthy":

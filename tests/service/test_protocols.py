@@ -415,9 +415,11 @@ def test_metrics_count_protocol_routes_by_template(
 ) -> None:
     inputs = tensors([penguin_example], features_of(client))
     client.post(INFER, json={"inputs": inputs})
+    client.post("/v2/models/penguins/versions/1/infer", json={"inputs": inputs})
     client.post("/v1/models/penguins:predict", json={"instances": [penguin_example]})
     text = client.get("/metrics").text
     assert 'route="/v2/models/{name}/infer"' in text
+    assert 'route="/v2/models/{name}/versions/{version}/infer"' in text
     assert 'route="/v1/models/{name}:predict"' in text
 
 
