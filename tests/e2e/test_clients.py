@@ -19,7 +19,7 @@ import pytest
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
-from tests.e2e.test_process import free_port, start, stop, wait_ready
+from tests.e2e.test_process import running
 
 pytestmark = pytest.mark.slow
 KEY = "triton-k3y"
@@ -32,14 +32,8 @@ def auth() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def server(penguins_store: Path) -> Iterator[str]:
-    port = free_port()
-    proc = start({"MODEL_DIR": str(penguins_store), "PORT": str(port), "API_KEY": KEY})
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(proc, url)
+    with running(penguins_store, API_KEY=KEY) as url:
         yield url
-    finally:
-        stop(proc)
 
 
 @pytest.fixture(scope="module")
@@ -185,11 +179,7 @@ def test_kserve_v1_documented_request_shapes(server: str) -> None:
 
 def test_kserve_v1_all_numeric_model(numeric_store: Path) -> None:
     """KServe's sklearn example: `{"instances": [[6.8, 2.8, 4.8, 1.4], ...]}`, numbers only."""
-    port = free_port()
-    proc = start({"MODEL_DIR": str(numeric_store), "PORT": str(port)})
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(proc, url)
+    with running(numeric_store) as url:
         body = {"instances": [[46.1, 13.2, 211.0, 4500.0, 2007], [39.1, 18.7, 181.0, 3750.0, 2007]]}
         response = httpx2.post(f"{url}/v1/models/numeric:predict", json=body)
         assert response.json() == {"predictions": ["Gentoo", "Adelie"]}
@@ -199,5 +189,3 @@ def test_kserve_v1_all_numeric_model(numeric_store: Path) -> None:
         result = client.infer("numeric", [matrix])
         assert [v.decode() for v in result.as_numpy("label")] == ["Gentoo", "Adelie"]  # type: ignore[union-attr]
         client.close()
-    finally:
-        stop(proc)

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,19 @@ def stop(proc: subprocess.Popen[str]) -> tuple[int, list[dict[str, Any]]]:
         proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=30)
     return proc.returncode, [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+
+@contextmanager
+def running(store: Path, **env: str) -> Iterator[str]:
+    """A real server on a free port for the duration of a `with`: its base URL."""
+    port = free_port()
+    proc = start({"MODEL_DIR": str(store), "PORT": str(port), **env})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(proc, url)
+        yield url
+    finally:
+        stop(proc)
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
-from tests.e2e.test_process import free_port, start, stop, wait_ready
+from tests.e2e.test_process import running
 
 pytestmark = pytest.mark.slow
 README = ROOT / "README.md"
@@ -29,14 +29,8 @@ def snippets(language: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def server(penguins_store: Path) -> Iterator[str]:
-    port = free_port()
-    proc = start({"MODEL_DIR": str(penguins_store), "PORT": str(port)})
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(proc, url)
+    with running(penguins_store) as url:
         yield url
-    finally:
-        stop(proc)
 
 
 def test_the_readme_has_api_snippets_in_both_languages() -> None:
