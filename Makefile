@@ -28,7 +28,7 @@ LOCK_FLAGS := --python-version 3.11 --python-platform x86_64-manylinux_2_28 --ge
 # onnxruntime declares these, but its Python module never imports them when serving.
 SERVE_ONLY := --no-emit-package flatbuffers --no-emit-package packaging --no-emit-package protobuf
 
-.PHONY: help install run test train train-local serve build build-model push up down bench lint lock clean
+.PHONY: help install run test train train-local models serve build build-model push up down bench lint lock clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -44,6 +44,9 @@ install: $(STAMP) ## create .venv and install the project with its development t
 run: $(STAMP) ## train the default model if models/ has none, then serve it on 127.0.0.1:8000
 	@ls $(MODEL_DIR)/*/[0-9]*/metadata.json >/dev/null 2>&1 || $(MAKE) --no-print-directory train-local
 	MODEL_DIR=$(MODEL_DIR) $(PY) -m service
+
+models: $(STAMP) ## the store: list; CMD="show NAME[:V]" | "compare NAME A B" | "verify" | "prune NAME --keep N"
+	$(PY) -m modelstore --models-dir $(MODEL_DIR) $(or $(CMD),list)
 
 serve: $(STAMP) ## serve an existing model locally (no training)
 	MODEL_DIR=$(MODEL_DIR) $(PY) -m service

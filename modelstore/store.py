@@ -181,6 +181,41 @@ class ModelStore:
         graph = self.read_graph(ref, metadata) if metadata.has_graph else None
         return LoadedModel(ref, metadata, estimator, graph)
 
+    def verify(self, ref: ModelRef) -> list[str]:
+        """Every problem with one version, one line each: its metadata (valid, and describing
+        this folder), and every file (listed with the right sha256, nothing unlisted)."""
+        try:
+            metadata = self.metadata(ref)
+        except VerificationError as exc:
+            return [str(exc)]
+        problems = []
+        listed = recorded_files(metadata)
+        for file_name, sha256 in listed.items():
+            try:
+                _read_checked(ref.path / file_name, sha256)
+            except VerificationError as exc:
+                problems.append(str(exc))
+        try:
+            present = {p.name for p in ref.path.iterdir()}
+        except OSError as exc:
+            return [*problems, f"cannot list {ref.path}: {_reason(exc)}"]
+        for extra in sorted(present - set(listed) - {METADATA_FILE}):
+            problems.append(f"{ref.path / extra} is not recorded in the metadata")
+        return problems
+
+    def remove(self, ref: ModelRef) -> None:
+        """Delete one version atomically: under the model's lock it is renamed out of sight
+        (a reader sees it whole or not at all), then the hidden copy is deleted."""
+        folder = self.root / ref.name
+        hidden = folder / f".removed-{ref.version}-{uuid.uuid4().hex[:8]}"
+        try:
+            with _locked(folder):
+                os.rename(ref.path, hidden)
+                _fsync_dir(folder)
+        except OSError as exc:
+            raise StoreWriteError(f"cannot remove {ref.path}: {_reason(exc)}") from None
+        shutil.rmtree(hidden, ignore_errors=True)  # what is left is invisible to the store
+
     def check_writable(self, name: str) -> None:
         """Refuse early (before a long fit) a store that publish could not write into.
 
@@ -263,6 +298,15 @@ class ModelStore:
             os.rename(staging, target)  # atomic; under the lock the target cannot exist
             _fsync_dir(folder)
         return ModelRef(name, version, target)
+
+
+def recorded_files(metadata: Metadata) -> dict[str, str]:
+    """The files a version's metadata vouches for, with their sha256."""
+    files = {metadata.artifact.file: metadata.artifact.sha256}
+    compiled = metadata.onnx
+    if compiled is not None and compiled.file is not None and compiled.sha256 is not None:
+        files[compiled.file] = compiled.sha256
+    return files
 
 
 def metadata_json(metadata: Metadata) -> bytes:

@@ -1,0 +1,5 @@
+import sys
+
+from modelstore.cli import main
+
+sys.exit(main())
