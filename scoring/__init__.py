@@ -1,0 +1,1 @@
+"""Batch scoring of CSV files with a stored model, the service's validation and its runtime."""

@@ -1,0 +1,98 @@
+"""`python -m scoring --model NAME[:VERSION] --data in.csv --out out.csv`.
+
+Exit codes follow the trainer's: 0 done (rejected rows are counted, not fatal), 2 bad input (no
+such file, model or column), 4 the output cannot be written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from modelstore import ModelStoreError
+from scoring.batch import BatchScorer, ScoringError, Summary
+from service.loading import RuntimeUnavailableError, load_model
+from service.settings import Settings
+
+EXIT_BAD_INPUT = 2
+EXIT_WRITE = 4
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m scoring", description=__doc__)
+    parser.add_argument("--model", required=True, metavar="NAME[:VERSION]")
+    parser.add_argument("--data", required=True, type=Path, help="the CSV to score (a header row)")
+    parser.add_argument("--out", required=True, type=Path, help="input columns plus predictions")
+    parser.add_argument(
+        "--rejects", type=Path, help="rows that failed validation (default: OUT's name + .rejects)"
+    )
+    parser.add_argument(
+        "--models-dir", type=Path, default=Path(os.environ.get("MODEL_DIR", "models"))
+    )
+    parser.add_argument("--runtime", choices=["auto", "onnx", "sklearn"], default="auto")
+    parser.add_argument(
+        "--missing-values",
+        default="",
+        help="extra comma-separated markers read as missing, as a config's [data] missing_values",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    name, _, version = args.model.partition(":")
+    rejects = args.rejects or args.out.with_name(f"{args.out.stem}.rejects{args.out.suffix}")
+    if not args.data.is_file():
+        print(f"error: {args.data} is not a file", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        settings = Settings(
+            model_dir=args.models_dir,
+            model_name=name,
+            model_version=version or "latest",
+            runtime=args.runtime,
+        )
+        loaded = load_model(settings)
+        markers = [m for m in args.missing_values.split(",") if m]
+        scorer = BatchScorer(loaded, markers)
+    except (ModelStoreError, RuntimeUnavailableError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    started = time.perf_counter()
+    show = _progress(started) if sys.stderr.isatty() else None
+    try:
+        summary = scorer.score(args.data, args.out, rejects, show)
+    except ScoringError as exc:
+        print(f"\nerror: {exc}" if show else f"error: {exc}", file=sys.stderr)
+        return EXIT_WRITE if "cannot write" in str(exc) else EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("\ninterrupted; nothing written", file=sys.stderr)
+        return 130
+    if show:
+        print(file=sys.stderr)
+    seconds = time.perf_counter() - started
+    ref = loaded.ref
+    print(
+        f"scored {summary.scored} of {summary.rows} rows with {ref.name} version {ref.version} "
+        f"({scorer.predictor.runtime}) in {seconds:.1f}s -> {args.out}"
+    )
+    if summary.rejected:
+        print(f"rejected {summary.rejected} rows (row number and reason) -> {rejects}")
+    return 0
+
+
+def _progress(started: float) -> Callable[[Summary], None]:
+    def show(summary: Summary) -> None:
+        rate = summary.rows / max(time.perf_counter() - started, 1e-9)
+        print(
+            f"\r  {summary.rows:,} rows read, {summary.rejected:,} rejected, {rate:,.0f} rows/s",
+            end="",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    return show
