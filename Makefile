@@ -28,7 +28,7 @@ LOCK_FLAGS := --python-version 3.11 --python-platform x86_64-manylinux_2_28 --ge
 # onnxruntime declares these, but its Python module never imports them when serving.
 SERVE_ONLY := --no-emit-package flatbuffers --no-emit-package packaging --no-emit-package protobuf
 
-.PHONY: help install run test train train-local models serve build build-model push up down bench lint lock clean
+.PHONY: help install run test train train-local models score serve build build-model push up down bench lint lock clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -47,6 +47,10 @@ run: $(STAMP) ## train the default model if models/ has none, then serve it on 1
 
 models: $(STAMP) ## the store: list; CMD="show NAME[:V]" | "compare NAME A B" | "verify" | "prune NAME --keep N"
 	$(PY) -m modelstore --models-dir $(MODEL_DIR) $(or $(CMD),list)
+
+score: $(STAMP) ## score a CSV: DATA=in.csv OUT=out.csv [MODEL=name[:version]] (rejects beside OUT)
+	@test -n "$(DATA)" -a -n "$(OUT)" || { echo "usage: make score DATA=in.csv OUT=out.csv [MODEL=name[:version]]" >&2; exit 2; }
+	$(PY) -m scoring --models-dir $(MODEL_DIR) $(if $(MODEL),--model $(MODEL)) --data $(DATA) --out $(OUT)
 
 serve: $(STAMP) ## serve an existing model locally (no training)
 	MODEL_DIR=$(MODEL_DIR) $(PY) -m service

@@ -351,11 +351,54 @@ def bench_protocols(wrk: str, work: Path, label: str, drop: str | None) -> str:
     return "\n".join(lines)
 
 
+# -- batch scoring: a million penguin rows through `python -m scoring` ----------------------------
+
+SCORING_ROWS = int(os.environ.get("BENCH_SCORING_ROWS", "1000000"))
+
+
+def bench_scoring(work: Path) -> str:
+    """Wall time and peak memory of one `python -m scoring` run, pinned to one core."""
+    models = work / "scoring" / "models"
+    subprocess.run(
+        [sys.executable, "-m", "training", "--models-dir", str(models)],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    with (ROOT / "training" / "data" / "penguins.csv").open() as handle:
+        header, *rows = handle.read().splitlines()
+    data = work / "scoring" / "penguins-1m.csv"
+    with data.open("w") as out:
+        out.write(header + "\n")
+        for start in range(0, SCORING_ROWS, len(rows)):
+            out.write("\n".join(rows[: min(len(rows), SCORING_ROWS - start)]) + "\n")
+    command = [sys.executable, "-m", "scoring", "--models-dir", str(models), "--data", str(data)]
+    command += ["--out", str(work / "scoring" / "scored.csv")]
+    if shutil.which("taskset"):
+        command = ["taskset", "-c", "0", *command]
+    started = time.perf_counter()
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - started
+    if status != 0:
+        sys.exit(f"scoring failed: {proc.stderr.read().decode() if proc.stderr else status}")
+    peak = usage.ru_maxrss / 1024
+    return "\n".join(
+        [
+            f"batch scoring: {SCORING_ROWS:,} penguin rows, python -m scoring, one core",
+            f"{'wall time (s)':<26}{seconds:>11.1f}  target < 30",
+            f"{'rows/s':<26}{SCORING_ROWS / seconds:>11,.0f}",
+            f"{'peak memory (MB)':<26}{peak:>11.0f}  target < 500",
+        ]
+    )
+
+
 def main() -> int:
     wrk = ensure_wrk()
     work = Path(tempfile.mkdtemp(prefix="bench-"))
     tables = [bench_model(wrk, work, label, config) for label, config in MODELS]
     tables += [bench_protocols(wrk, work, label, drop) for label, drop in PROTOCOL_MODELS]
+    tables.append(bench_scoring(work))
     print("\n\n".join(tables))
     print(
         f"\nwrk: 2 runs of {DURATION}s per server and scenario (A-B-C-C-B-A, means), after a 1s"

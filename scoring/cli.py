@@ -24,7 +24,9 @@ EXIT_WRITE = 4
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m scoring", description=__doc__)
-    parser.add_argument("--model", required=True, metavar="NAME[:VERSION]")
+    parser.add_argument(
+        "--model", metavar="NAME[:VERSION]", help="default: the only model in the store, latest"
+    )
     parser.add_argument("--data", required=True, type=Path, help="the CSV to score (a header row)")
     parser.add_argument("--out", required=True, type=Path, help="input columns plus predictions")
     parser.add_argument(
@@ -44,7 +46,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    name, _, version = args.model.partition(":")
+    name, _, version = (args.model or "").partition(":")
     rejects = args.rejects or args.out.with_name(f"{args.out.stem}.rejects{args.out.suffix}")
     if not args.data.is_file():
         print(f"error: {args.data} is not a file", file=sys.stderr)
@@ -52,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings(
             model_dir=args.models_dir,
-            model_name=name,
+            model_name=name or None,
             model_version=version or "latest",
             runtime=args.runtime,
         )
