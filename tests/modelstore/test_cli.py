@@ -107,7 +107,6 @@ def test_compare_marks_differences(store: Path, capsys: pytest.CaptureFixture[st
     by_label = {line[3:30].strip(): line for line in lines[2:-1]}
     assert by_label["param C"].startswith("*")
     assert by_label["param C"].split()[-2:] == ["(absent)", "0.01"]
-    assert by_label["created"].startswith("*")
     assert by_label["task"].startswith(" ")
     assert by_label["data sha256"].startswith(" ")
     assert by_label["feature island"].startswith(" ")
