@@ -87,7 +87,12 @@ def _converter(feature: Feature, missing: frozenset[str]) -> Callable[[str], Any
 
 
 class BatchScorer:
-    def __init__(self, loaded: LoadedModel, missing_values: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        missing_values: list[str] | None = None,
+        accept_unknown: bool = False,
+    ) -> None:
         self.metadata = loaded.metadata
         self.predictor: Predictor = make_predictor(loaded)
         self.features = list(self.metadata.features)
@@ -96,7 +101,9 @@ class BatchScorer:
         self.converters = [_converter(f, missing) for f in self.features]
         # The native instance's field types, each over a whole column: one call per feature
         # per chunk, and every error's `loc` is the row.
-        self.checks = [TypeAdapter(_list_of(feature_type(f))) for f in self.features]
+        self.checks = [
+            TypeAdapter(_list_of(feature_type(f, accept_unknown))) for f in self.features
+        ]
         classes = self.metadata.classes
         self.label_texts = None if classes is None else [_label(c) for c in classes]
         classes = self.metadata.classes or []

@@ -37,6 +37,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--runtime", choices=["auto", "onnx", "sklearn"], default="auto")
     parser.add_argument(
+        "--unknown-categories",
+        choices=["reject", "accept"],
+        default="reject",
+        help="accept: score a category not seen in training as the pipeline does (as unseen)",
+    )
+    parser.add_argument(
         "--missing-values",
         default="",
         help="extra comma-separated markers read as missing, as a config's [data] missing_values",
@@ -60,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         loaded = load_model(settings)
         markers = [m for m in args.missing_values.split(",") if m]
-        scorer = BatchScorer(loaded, markers)
+        scorer = BatchScorer(loaded, markers, args.unknown_categories == "accept")
     except (ModelStoreError, RuntimeUnavailableError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -54,6 +54,12 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.unknown_categories = Counter(
+            "unknown_categories",
+            "values of a string feature not seen in training, accepted (UNKNOWN_CATEGORIES=accept)",
+            ["feature"],
+            registry=r,
+        )
         self.model_info = Gauge(
             "model_info",
             "the loaded model version and the runtime serving it (always 1)",

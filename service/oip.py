@@ -75,7 +75,13 @@ def label_datatype(classes: list[Any]) -> str:
 class TensorModel:
     """Built once at start-up from the version's metadata."""
 
-    def __init__(self, metadata: Metadata, max_batch_size: int, platform: str) -> None:
+    def __init__(
+        self,
+        metadata: Metadata,
+        max_batch_size: int,
+        platform: str,
+        accept_unknown: bool = False,
+    ) -> None:
         self.metadata = metadata
         self.features = list(metadata.features)
         self.by_name = {f.name: f for f in self.features}
@@ -83,7 +89,8 @@ class TensorModel:
         self.max_batch_size = max_batch_size
         self.platform = platform
         self.all_numeric = all(f.type in _NUMERIC for f in self.features)
-        self.checks = {f.name: ColumnCheck(f) for f in self.features}
+        self.accept_unknown = accept_unknown
+        self.checks = {f.name: ColumnCheck(f, accept_unknown) for f in self.features}
         self.integer_columns = [j for j, f in enumerate(self.features) if f.type == "integer"]
         self._fast_adapter = self._make_fast_adapter()
         self.is_classifier = metadata.task == "classification"
@@ -208,7 +215,7 @@ class TensorModel:
                 "name": Literal[feature.name],
                 "datatype": Literal[ACCEPTED_TYPES[feature.type]],
                 "shape": shape,
-                "data": _list_of(feature_type(feature)),
+                "data": _list_of(feature_type(feature, self.accept_unknown)),
                 "parameters": NotRequired[dict[str, Any]],
             }
             tensor = typed_dict(f"Tensor_{len(members)}", fields, extra="ignore")
@@ -394,8 +401,9 @@ def _rows_of(tensor: Tensor) -> int:
 class ColumnCheck:
     """One feature's rules, prepared at start-up; `check` runs once per tensor per request."""
 
-    def __init__(self, feature: Feature) -> None:
+    def __init__(self, feature: Feature, accept_unknown: bool = False) -> None:
         self.feature = feature
+        self.accept_unknown = accept_unknown
         self.name = feature.name
         self.accepted = frozenset(ACCEPTED_TYPES[feature.type])
         self.known = frozenset(feature.categories or ())
@@ -477,6 +485,8 @@ class ColumnCheck:
                 raise TensorError(
                     f"{_where(tensor, column)} row {row}: expected text, got {_kind(value)}"
                 )
+            elif self.accept_unknown:
+                continue  # encoded as unseen by the pipeline, and counted by the runtime
             else:
                 shown = ", ".join(sorted(known)[:20])
                 raise TensorError(

@@ -37,18 +37,28 @@ class Runtime:
     predictions_counter: Any  # the labelled child of metrics.predictions, looked up once
     tensors: TensorModel  # the model as KServe v1 and the Open Inference Protocol see it
     tensor_metadata_json: bytes
+    # feature -> (categories seen in training, its unknown_categories counter); empty unless
+    # UNKNOWN_CATEGORIES=accept
+    unknown_counters: dict[str, tuple[frozenset[str], Any]]
 
     @classmethod
     def build(cls, settings: Settings, loaded: LoadedModel, metrics: Metrics) -> Runtime:
         meta = loaded.metadata
         predictor = make_predictor(loaded)
         platform = "onnxruntime_onnx" if predictor.runtime == "onnx" else "sklearn"
-        tensors = TensorModel(meta, settings.max_batch_size, platform)
+        accept = settings.unknown_categories == "accept"
+        tensors = TensorModel(meta, settings.max_batch_size, platform, accept_unknown=accept)
+        # Only when unknown categories are accepted is there anything to count.
+        unknown = {
+            f.name: (frozenset(f.categories or ()), metrics.unknown_categories.labels(f.name))
+            for f in meta.features
+            if accept and f.type == "string"
+        }
         return cls(
             settings=settings,
             loaded=loaded,
             predictor=predictor,
-            validator=request_adapter(meta, settings.max_batch_size),
+            validator=request_adapter(meta, settings.max_batch_size, accept),
             nullable=frozenset(f.name for f in meta.features if f.nullable),
             metrics=metrics,
             api_key=settings.api_key_bytes(),
@@ -59,6 +69,7 @@ class Runtime:
             ),
             predictions_counter=metrics.predictions.labels(meta.name, meta.version),
             tensors=tensors,
+            unknown_counters=unknown,
             tensor_metadata_json=orjson.dumps(tensors.metadata_response()),
             dispatcher=Dispatcher(
                 predictor,
@@ -77,6 +88,10 @@ class Runtime:
         self.metrics.model_seconds.observe(time.perf_counter() - started)
         check_finite(output)
         self.predictions_counter.inc(table.rows)
+        for name, (known, counter) in self.unknown_counters.items():
+            unseen = sum(1 for v in table.columns[name] if v is not None and v not in known)
+            if unseen:
+                counter.inc(unseen)
         return output
 
     def authorize(self, headers: Headers) -> None:

@@ -50,7 +50,9 @@ def typed_dict(name: str, fields: dict[str, Any], extra: str = "forbid") -> Any:
     return made
 
 
-def feature_type(feature: Feature) -> Any:
+def feature_type(feature: Feature, accept_unknown: bool = False) -> Any:
+    """A feature's value type; `accept_unknown` lets a string feature take any text
+    (UNKNOWN_CATEGORIES=accept: the pipeline encodes a category it never saw as unseen)."""
     base: Any
     if feature.type == "number":
         base = FiniteNumber
@@ -58,20 +60,24 @@ def feature_type(feature: Feature) -> Any:
         base = Integer
     elif feature.type == "boolean":
         base = Boolean
+    elif accept_unknown:
+        base = Annotated[str, Strict()]
     else:
         base = Literal[tuple(feature.categories or ())]
     return base | None if feature.nullable else base
 
 
-def instance_type(metadata: Metadata) -> Any:
-    fields = {f.name: feature_type(f) for f in metadata.features}
+def instance_type(metadata: Metadata, accept_unknown: bool = False) -> Any:
+    fields = {f.name: feature_type(f, accept_unknown) for f in metadata.features}
     # Columns training left out may come along (a DataFrame minus its target) and are ignored.
     fields.update(dict.fromkeys(metadata.ignored_columns, NotRequired[Any]))
     return typed_dict("Instance", fields)
 
 
-def request_adapter(metadata: Metadata, max_batch_size: int) -> TypeAdapter[Any]:
-    instance = instance_type(metadata)
+def request_adapter(
+    metadata: Metadata, max_batch_size: int, accept_unknown: bool = False
+) -> TypeAdapter[Any]:
+    instance = instance_type(metadata, accept_unknown)
     batch = Annotated[list[instance], Field(min_length=1, max_length=max_batch_size)]  # type: ignore[valid-type]
     request = typed_dict("PredictRequest", {"instances": batch})
     return TypeAdapter(request)
@@ -147,6 +153,12 @@ def openapi_components(
     for feature in metadata.features:
         prop = instance["properties"][feature.name]
         prop["description"] = f"{feature.type}{', may be null' if feature.nullable else ''}"
+        if feature.type == "string" and "enum" not in str(prop):
+            seen = ", ".join(feature.categories or [])
+            prop["description"] += (
+                f"; seen in training: {seen}; any other text is accepted and encoded as an "
+                "unseen category (UNKNOWN_CATEGORIES=accept)"
+            )
     for name in metadata.ignored_columns:
         instance["properties"][name]["description"] = "not used by the model: accepted, ignored"
     schema["examples"] = [{"instances": [example]}]

@@ -33,6 +33,11 @@ class Settings(BaseSettings):
         description="onnx: the compiled graph; sklearn: the pickled pipeline; auto: onnx "
         "when the version has a verified graph",
     )
+    unknown_categories: Literal["reject", "accept"] = Field(
+        "reject",
+        description="reject: a category not seen in training is a 422; accept: it is predicted "
+        "as the pipeline does offline (encoded as unseen) and counted",
+    )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     workers: int = Field(1, ge=1, le=64)
