@@ -74,8 +74,11 @@ def test_booleans_integers_and_gaps_through_scikit_learn(mixed_store: Path, tmp_
     fuzz(mixed_store, tmp_path, examples=20, RUNTIME="sklearn")
 
 
-def test_a_regressor_behind_a_key(regression_store: Path, tmp_path: Path) -> None:
-    fuzz(regression_store, tmp_path, examples=15, key="fuzz-key")
+def test_a_regressor_behind_a_key_accepting_unknown_categories(
+    regression_store: Path, tmp_path: Path
+) -> None:
+    # Any text is then schema-valid for a string feature, and must be answered.
+    fuzz(regression_store, tmp_path, examples=15, key="fuzz-key", UNKNOWN_CATEGORIES="accept")
 
 
 def test_an_all_numeric_model_with_its_single_tensor_layout(
