@@ -81,7 +81,8 @@ def openapi_builder(app: FastAPI) -> Callable[[], dict[str, Any]]:
 
 
 def _native(schema: dict[str, Any], runtime: Runtime) -> None:
-    _, components = openapi_components(runtime.loaded.metadata, runtime.validator)
+    accept = runtime.settings.unknown_categories == "accept"
+    _, components = openapi_components(runtime.loaded.metadata, runtime.validator, accept)
     components["Error"] = ERROR_SCHEMA
     schema.setdefault("components", {}).setdefault("schemas", {}).update(components)
     paths = schema["paths"]

@@ -141,7 +141,7 @@ def label_schema(metadata: Metadata) -> dict[str, Any]:
 
 
 def openapi_components(
-    metadata: Metadata, adapter: TypeAdapter[Any]
+    metadata: Metadata, adapter: TypeAdapter[Any], accept_unknown: bool = False
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The request body and response schemas for `POST /predict`, for `/openapi.json`."""
     schema = adapter.json_schema(ref_template="#/components/schemas/{model}")
@@ -153,7 +153,7 @@ def openapi_components(
     for feature in metadata.features:
         prop = instance["properties"][feature.name]
         prop["description"] = f"{feature.type}{', may be null' if feature.nullable else ''}"
-        if feature.type == "string" and "enum" not in str(prop):
+        if feature.type == "string" and accept_unknown:
             seen = ", ".join(feature.categories or [])
             prop["description"] += (
                 f"; seen in training: {seen}; any other text is accepted and encoded as an "
