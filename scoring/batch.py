@@ -1,11 +1,11 @@
 """Score a CSV file in chunks: the service's validation and runtime, rows out as they come in.
 
-Memory stays flat however long the file: only one chunk of rows is held at a time. Each row is
+Memory stays flat however long the file: only one chunk of rows is held at a time. Each cell is
 read from text as training read it (the same missing-value markers, the same words for
-booleans), checked by the service's own instance validator, and predicted by the predictor the
-service would run. A row that fails goes to the rejects file with its row number and reason;
-the others are scored. Both files are written under temporary names and renamed when complete,
-so an interrupted run leaves nothing half-written.
+booleans), each column is checked by the field validators `/predict` uses, and the rows are
+predicted by the predictor the service would run. A row that fails goes to the rejects file
+with its row number and reason; the others are scored. Both files are written under temporary
+names and renamed when complete, so an interrupted run leaves nothing half-written.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from scoring import batch
 from scoring.cli import main
 from service.app import create_app
 from service.settings import Settings
-from tests.conftest import PENGUINS_CSV, ROOT
+from tests.conftest import PENGUINS_CSV, ROOT, write_csv
 
 HEADER = ["species", "island", "bill_length_mm", "bill_depth_mm", "flipper_length_mm",
           "body_mass_g", "sex", "year"]  # fmt: skip
@@ -46,14 +46,6 @@ def penguin_rows(count: int) -> list[list[str]]:
     return [rows[i % len(rows)] for i in range(count)]
 
 
-def write(path: Path, header: list[str], rows: list[list[str]]) -> Path:
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows(rows)
-    return path
-
-
 def read(path: Path) -> list[dict[str, str]]:
     with path.open(newline="") as handle:
         return list(csv.DictReader(handle))
@@ -66,7 +58,7 @@ def mixed_file(tmp_path: Path) -> Path:
     rows[0][7] = "2007.0"
     for number, (cells, _) in BAD_ROWS.items():
         rows[number - 1] = cells
-    return write(tmp_path / "in.csv", HEADER, rows)
+    return write_csv(tmp_path / "in.csv", HEADER, rows)
 
 
 def score(store: Path, data: Path, out: Path, *extra: str) -> int:
@@ -116,7 +108,7 @@ def to_instance(row: dict[str, str]) -> dict[str, Any]:
 
 
 def test_a_regressor_writes_its_value(regression_store: Path, tmp_path: Path) -> None:
-    data = write(tmp_path / "in.csv", HEADER, penguin_rows(5))
+    data = write_csv(tmp_path / "in.csv", HEADER, penguin_rows(5))
     out = tmp_path / "out.csv"
     code = main(["--models-dir", str(regression_store), "--model", "mass:1", "--data", str(data),
                  "--out", str(out)])  # fmt: skip
@@ -147,14 +139,14 @@ def test_bad_input_is_exit_2_and_writes_nothing(
     change: str,
     message: str,
 ) -> None:
-    data = write(tmp_path / "in.csv", HEADER, penguin_rows(3))
+    data = write_csv(tmp_path / "in.csv", HEADER, penguin_rows(3))
     model = "penguins"
     if change == "missing-file":
         data = tmp_path / "nowhere.csv"
     elif change == "missing-column":
-        data = write(tmp_path / "in.csv", HEADER[:-1], [r[:-1] for r in penguin_rows(3)])
+        data = write_csv(tmp_path / "in.csv", HEADER[:-1], [r[:-1] for r in penguin_rows(3)])
     elif change == "clash":
-        data = write(
+        data = write_csv(
             tmp_path / "in.csv", [*HEADER, "prediction"], [[*r, "x"] for r in penguin_rows(3)]
         )
     elif change == "empty":
@@ -174,7 +166,7 @@ def test_bad_input_is_exit_2_and_writes_nothing(
 def test_an_unwritable_output_is_exit_4(
     penguins_store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    data = write(tmp_path / "in.csv", HEADER, penguin_rows(3))
+    data = write_csv(tmp_path / "in.csv", HEADER, penguin_rows(3))
     assert score(penguins_store, data, tmp_path / "no-such-folder" / "out.csv") == 4
     assert "cannot write" in capsys.readouterr().err
 
@@ -182,7 +174,7 @@ def test_an_unwritable_output_is_exit_4(
 def test_extra_missing_markers(penguins_store: Path, tmp_path: Path) -> None:
     rows = penguin_rows(2)
     rows[1][2] = "?"
-    data = write(tmp_path / "in.csv", HEADER, rows)
+    data = write_csv(tmp_path / "in.csv", HEADER, rows)
     out = tmp_path / "out.csv"
     assert score(penguins_store, data, out) == 0
     assert len(read(tmp_path / "out.rejects.csv")) == 1
@@ -192,7 +184,7 @@ def test_extra_missing_markers(penguins_store: Path, tmp_path: Path) -> None:
 
 
 def test_the_module_runs(penguins_store: Path, tmp_path: Path) -> None:
-    data = write(tmp_path / "in.csv", HEADER, penguin_rows(30))
+    data = write_csv(tmp_path / "in.csv", HEADER, penguin_rows(30))
     result = subprocess.run(
         [sys.executable, "-m", "scoring", "--models-dir", str(penguins_store), "--model",
          "penguins:1", "--data", str(data), "--out", str(tmp_path / "out.csv")],
