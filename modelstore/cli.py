@@ -148,6 +148,8 @@ def show(store: ModelStore, name: str, version: str, as_json: bool = False) -> s
         f"git        {meta.git.commit or 'unknown'}{' (dirty)' if meta.git.dirty else ''}",
         f"seed       {meta.seed}",
     ]
+    if meta.report is not None:
+        lines.append(f"report     {ref.path / meta.report.file}")
     if meta.classes is not None:
         lines.append(f"classes    {', '.join(map(str, meta.classes))}")
     lines += ["", "features:"]

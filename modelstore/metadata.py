@@ -9,8 +9,10 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 
 # 2: `example` holds typical values (medians, most frequent), not a training row,
 #    `ignored_columns` lists the data columns training did not use, and `onnx` describes the
-#    compiled graph and its check. Format 1 still loads.
-FORMAT_VERSION: Final = 2
+#    compiled graph and its check.
+# 3: `report` records report.html and `profile` the training distribution of every feature
+#    (the reference the service measures drift against). Formats 1 and 2 still load.
+FORMAT_VERSION: Final = 3
 
 FeatureType = Literal["number", "integer", "boolean", "string"]
 Task = Literal["classification", "regression"]
@@ -87,8 +89,35 @@ class CompiledInfo(_Strict):
         return self
 
 
+class FeatureProfile(_Strict):
+    """How one feature was spread in the training data, in at most MAX_BINS bins.
+
+    Numbers and integers: `edges` cut the line into right-closed bins (-inf, e0], (e0, e1], ...,
+    (e_last, inf). Strings and booleans: each of `categories` is a bin, and one last bin takes
+    every other value (rarer training categories, unseen ones). `shares` are of present values;
+    `missing` is the share of rows with no value.
+    """
+
+    name: str
+    missing: float = Field(ge=0, le=1)
+    edges: list[float] | None = None
+    categories: list[str] | None = None
+    shares: list[float]
+
+    @model_validator(mode="after")
+    def _bins_match(self) -> FeatureProfile:
+        if (self.edges is None) == (self.categories is None):
+            raise ValueError("a profile has either edges or categories")
+        bins = len(self.edges if self.edges is not None else self.categories or []) + 1
+        if len(self.shares) != bins:
+            raise ValueError(f"{bins} bins need {bins} shares, not {len(self.shares)}")
+        if self.edges is not None and self.edges != sorted(set(self.edges)):
+            raise ValueError("edges must increase")
+        return self
+
+
 class Metadata(_Strict):
-    format_version: Literal[1, 2]
+    format_version: Literal[1, 2, 3]
     name: ModelName
     version: int = Field(ge=1)
     created_at: datetime
@@ -109,6 +138,9 @@ class Metadata(_Strict):
     ignored_columns: list[str] = Field(default_factory=list)
     # None: written before versions carried a compiled graph.
     onnx: CompiledInfo | None = None
+    # None: written before versions carried a report or a drift reference.
+    report: ArtifactInfo | None = None
+    profile: list[FeatureProfile] | None = None
 
     @property
     def has_graph(self) -> bool:
@@ -132,6 +164,8 @@ class Metadata(_Strict):
             raise ValueError("example must name exactly the features")
         if set(self.ignored_columns) & set(names):
             raise ValueError("a column cannot be both a feature and ignored")
+        if self.profile is not None and [p.name for p in self.profile] != names:
+            raise ValueError("profile must describe exactly the features, in order")
         return self
 
 

@@ -26,6 +26,7 @@ from modelstore.metadata import ArtifactInfo, Metadata
 ARTIFACT_FILE = "model.joblib"
 GRAPH_FILE = "model.onnx"
 METADATA_FILE = "metadata.json"
+REPORT_FILE = "report.html"
 _VERSION_DIR = re.compile(r"^[1-9][0-9]*$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _TEMP_PREFIX = ".tmp-"
@@ -240,8 +241,12 @@ class ModelStore:
         estimator: Any,
         describe: Callable[[int, ArtifactInfo], Metadata],
         extra_files: dict[str, bytes] | None = None,
+        report: Callable[[Metadata], bytes] | None = None,
     ) -> ModelRef:
         """Write a new version atomically and return it.
+
+        `report`, given the version's metadata, returns report.html, whose checksum the
+        metadata then records. It runs under the lock, so it should only format, not compute.
 
         Files are written into a hidden temporary folder beside the versions; the version
         number is claimed under an exclusive lock and the folder renamed into place, so a
@@ -259,7 +264,7 @@ class ModelStore:
             raise StoreWriteError(f"cannot write models into {self.root}: {_reason(exc)}") from None
         try:
             return self._publish_staged(
-                name, folder, staging, estimator, describe, extra_files or {}
+                name, folder, staging, estimator, describe, extra_files or {}, report
             )
         except OSError as exc:
             raise StoreWriteError(
@@ -278,6 +283,7 @@ class ModelStore:
         estimator: Any,
         describe: Callable[[int, ArtifactInfo], Metadata],
         extra_files: dict[str, bytes],
+        report: Callable[[Metadata], bytes] | None,
     ) -> ModelRef:
         import joblib
 
@@ -293,6 +299,11 @@ class ModelStore:
         with _locked(folder):
             version = max(self.versions(name), default=0) + 1
             metadata = describe(version, artifact)
+            if report is not None:
+                page = report(metadata)
+                _write_durably(staging / REPORT_FILE, page)
+                info = ArtifactInfo(file=REPORT_FILE, sha256=sha256_bytes(page), bytes=len(page))
+                metadata = metadata.model_copy(update={"report": info})
             _write_durably(staging / METADATA_FILE, metadata_json(metadata))
             target = folder / str(version)
             os.rename(staging, target)  # atomic; under the lock the target cannot exist
@@ -306,6 +317,8 @@ def recorded_files(metadata: Metadata) -> dict[str, str]:
     compiled = metadata.onnx
     if compiled is not None and compiled.file is not None and compiled.sha256 is not None:
         files[compiled.file] = compiled.sha256
+    if metadata.report is not None:
+        files[metadata.report.file] = metadata.report.sha256
     return files
 
 

@@ -60,6 +60,33 @@ class Metrics:
             ["feature"],
             registry=r,
         )
+        # Drift (service/drift.py): label sets are the model's features by at most 12 bins.
+        self.feature_values = Counter(
+            "model_feature_values",
+            "live values of a feature by training-profile bin (le: upper edge, or a category)",
+            ["feature", "bin"],
+            registry=r,
+        )
+        self.feature_missing = Counter(
+            "model_feature_missing",
+            "live rows with no value for a feature",
+            ["feature"],
+            registry=r,
+        )
+        self.feature_psi = Gauge(
+            "model_feature_psi",
+            "population stability index of the drift window against the training profile "
+            "(NaN until the window holds 100 values; the largest across workers)",
+            ["feature"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.drift_window_rows = Gauge(
+            "model_drift_window_rows",
+            "rows in the drift window (summed across workers)",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         self.model_info = Gauge(
             "model_info",
             "the loaded model version and the runtime serving it (always 1)",

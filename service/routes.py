@@ -112,4 +112,7 @@ async def ready(request: Request) -> Response:
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
 async def metrics(request: Request) -> Response:
+    runtime = getattr(request.app.state, "runtime", None)
+    if runtime is not None and runtime.drift is not None:
+        runtime.drift.fold()  # the rows since the last fold, so the gauges are current
     return Response(request.app.state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -14,6 +14,7 @@ from starlette.datastructures import Headers
 
 from modelstore import LoadedModel
 from service.dispatch import Dispatcher
+from service.drift import DriftMonitor
 from service.errors import UnauthorizedError
 from service.metrics import Metrics
 from service.oip import TensorModel
@@ -40,6 +41,8 @@ class Runtime:
     # feature -> (categories seen in training, its unknown_categories counter); empty unless
     # UNKNOWN_CATEGORIES=accept
     unknown_counters: dict[str, tuple[frozenset[str], Any]]
+    # None when DRIFT_WINDOW=0 or the version predates training profiles
+    drift: DriftMonitor | None
 
     @classmethod
     def build(cls, settings: Settings, loaded: LoadedModel, metrics: Metrics) -> Runtime:
@@ -70,6 +73,9 @@ class Runtime:
             predictions_counter=metrics.predictions.labels(meta.name, meta.version),
             tensors=tensors,
             unknown_counters=unknown,
+            drift=DriftMonitor(meta, settings.drift_window, metrics)
+            if settings.drift_window and meta.profile is not None
+            else None,
             tensor_metadata_json=orjson.dumps(tensors.metadata_response()),
             dispatcher=Dispatcher(
                 predictor,
@@ -92,6 +98,8 @@ class Runtime:
             unseen = sum(1 for v in table.columns[name] if v is not None and v not in known)
             if unseen:
                 counter.inc(unseen)
+        if self.drift is not None:
+            self.drift.observe(table)
         return output
 
     def authorize(self, headers: Headers) -> None:

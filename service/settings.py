@@ -38,6 +38,12 @@ class Settings(BaseSettings):
         description="reject: a category not seen in training is a 422; accept: it is predicted "
         "as the pipeline does offline (encoded as unseen) and counted",
     )
+    drift_window: int = Field(
+        10_000,
+        ge=0,
+        description="rows (per worker) the drift PSI compares with the training profile; "
+        "0 turns drift monitoring off",
+    )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     workers: int = Field(1, ge=1, le=64)

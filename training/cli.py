@@ -28,6 +28,7 @@ from modelstore import (
     StoreWriteError,
 )
 from modelstore.metadata import DataInfo, GitInfo, SplitInfo
+from modelstore.profile import build_profile
 from modelstore.store import check_name
 from training.config import PACKAGE_DIR, TrainingConfig, check_gate_task, load_config
 from training.data import Dataset, load_dataset
@@ -35,6 +36,7 @@ from training.errors import QualityGateError, TrainingError
 from training.evaluate import check_gate, score
 from training.export import compile_pipeline
 from training.pipeline import build_pipeline, effective_params, make_estimator
+from training.report import prepare as prepare_report
 
 EXIT_BAD_INPUT = 2
 EXIT_GATE = 3
@@ -152,6 +154,20 @@ def train(config: TrainingConfig, models_dir: Path) -> tuple[Metadata, Path]:
                 "set; nothing published"
             )
         print(f"  note: published without an ONNX graph: {compiled.info.reason}", file=sys.stderr)
+    profile = [build_profile(f, dataset.X[:, i].tolist()) for i, f in enumerate(dataset.features)]
+    report = step(
+        "drawing the report",
+        lambda: prepare_report(
+            pipeline,
+            dataset.features,
+            dataset.X,
+            X_test,
+            y_test,
+            dataset.task,
+            config.seed,
+            profile,
+        ),
+    )
     environment, git = runtime_environment(), git_info()  # outside the store's lock
 
     def describe(version: int, artifact: ArtifactInfo) -> Metadata:
@@ -180,6 +196,7 @@ def train(config: TrainingConfig, models_dir: Path) -> tuple[Metadata, Path]:
             example=dataset.example,
             ignored_columns=dataset.ignored,
             onnx=compiled.info,
+            profile=profile,
         )
 
     ref = step(
@@ -189,6 +206,7 @@ def train(config: TrainingConfig, models_dir: Path) -> tuple[Metadata, Path]:
             pipeline,
             describe,
             {compiled.info.file: compiled.graph} if compiled.info.file and compiled.graph else {},
+            report.render,
         ),
     )
     # Read back through the verifying path: a write that cannot be served never reports success.
@@ -281,6 +299,8 @@ def summary(metadata: Metadata, path: Path) -> str:
         ("onnx", onnx_summary(metadata)),
         ("artifact", str(path)),
     ]
+    if metadata.report is not None:
+        rows.append(("report", str(path / metadata.report.file)))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"  {k.ljust(width)}  {v}" for k, v in rows)
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
+from hashlib import sha256
 from pathlib import Path
 
 import joblib
@@ -45,7 +47,9 @@ def test_default_training_end_to_end(tmp_path: Path) -> None:
         "metadata.json",
         "model.joblib",
         "model.onnx",
+        "report.html",
     ]
+    assert str(version / "report.html") in result.stdout
     meta = json.loads((version / "metadata.json").read_text())
     assert meta["task"] == "classification"
     assert meta["classes"] == ["Adelie", "Chinstrap", "Gentoo"]
@@ -140,14 +144,22 @@ def test_same_inputs_reproduce_predictions_and_metadata(tmp_path: Path) -> None:
     assert train(models, "--config", config) == 0
     first, second = (models / "penguins-rf" / v / "metadata.json" for v in ("1", "2"))
     a, b = json.loads(first.read_text()), json.loads(second.read_text())
-    for volatile in ("created_at", "git", "version"):
+    # The report shows the version and the time; its plots must still be the same.
+    for volatile in ("created_at", "git", "version", "report"):
         a.pop(volatile), b.pop(volatile)
     assert a == b
+    pages = [(models / "penguins-rf" / v / "report.html").read_text() for v in ("1", "2")]
+    assert re.findall(r"base64,[^\"]+", pages[0]) == re.findall(r"base64,[^\"]+", pages[1])
     assert a["artifact"]["sha256"] == b["artifact"]["sha256"]
-    assert (
-        first.read_text().replace('"version": 1', '"version": 2').splitlines()[5:]
-        == (second.read_text().splitlines()[5:])
-    )
+    texts = [
+        first.read_text().replace('"version": 1', '"version": 2'),
+        second.read_text(),
+    ]
+    for text, page in zip(texts, pages, strict=True):
+        assert sha256(page.encode()).hexdigest() in text
+    report_sha = re.compile(r'"sha256": "[0-9a-f]{64}",\n\s*"bytes": \d+\n\s*}', re.M)
+    kept = [report_sha.sub("", t).splitlines()[5:] for t in texts]
+    assert kept[0] == kept[1]
 
 
 def test_two_concurrent_trainings_get_two_complete_versions(tmp_path: Path) -> None:

@@ -100,6 +100,6 @@ def test_the_docs_example_is_typical_values_not_a_training_row(tmp_path: Path) -
     data = write_csv(tmp_path / "t.csv", ["n", "c", "flag", "label"], rows)
     assert train(tmp_path / "models", "--data", str(data), "--target", "label") == 0
     meta = trained(tmp_path / "models")
-    assert meta.format_version == 2
+    assert meta.format_version == 3
     assert meta.example == {"n": 20.0, "c": "a", "flag": True}
     assert [20.0, "a", True] not in [row[:3] for row in rows]

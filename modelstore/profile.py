@@ -1,0 +1,101 @@
+"""Feature profiles: the bins training records and the service counts live inputs into.
+
+One module owns the binning so the reference (training) and the live counts (serving) can never
+disagree about which bin a value falls in. Only numpy: the serving image imports it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from typing import Any, Final
+
+import numpy as np
+
+from modelstore.metadata import Feature, FeatureProfile
+
+# A dozen bins per feature keeps the live label sets small and each bin well filled.
+MAX_BINS: Final = 12
+NUMBER_BINS: Final = 10
+# Shares below this count as this when computing the PSI, so an empty bin gives a large but
+# finite term instead of infinity.
+SHARE_FLOOR: Final = 1e-4
+
+
+def is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def category_key(value: Any) -> str:
+    """Booleans as `true`/`false` (what the API and class keys use); strings as they are."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def build_profile(feature: Feature, values: Sequence[Any]) -> FeatureProfile:
+    present = [v for v in values if not is_missing(v)]
+    missing = round(1 - len(present) / len(values), 6) if values else 0.0
+    if feature.type in ("number", "integer"):
+        numbers = np.asarray(present, dtype=np.float64)
+        if numbers.size == 0:
+            edges: list[float] = [0.0]
+        else:
+            cuts = np.quantile(numbers, np.linspace(0, 1, NUMBER_BINS + 1)[1:-1])
+            # Ten significant digits: readable in the metadata, and shares are counted after.
+            edges = sorted({float(f"{c:.10g}") for c in cuts})
+        profile = FeatureProfile(
+            name=feature.name, missing=missing, edges=edges, shares=[0.0] * (len(edges) + 1)
+        )
+    else:
+        counts = Counter(category_key(v) for v in present)
+        if feature.type == "boolean":
+            categories = ["false", "true"]
+        else:
+            # The most frequent categories get a bin each; ties go to the alphabetically first.
+            ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+            categories = [name for name, _ in ranked[: MAX_BINS - 1]]
+        profile = FeatureProfile(
+            name=feature.name,
+            missing=missing,
+            categories=categories,
+            shares=[0.0] * (len(categories) + 1),
+        )
+    histogram = Binner(profile).count(present)
+    total = int(histogram.sum())
+    shares = [round(float(c) / total, 6) if total else 0.0 for c in histogram]
+    return profile.model_copy(update={"shares": shares})
+
+
+class Binner:
+    """Counts present values into a profile's bins."""
+
+    def __init__(self, profile: FeatureProfile) -> None:
+        self.bins = len(profile.shares)
+        self._edges = (
+            np.asarray(profile.edges, dtype=np.float64) if profile.edges is not None else None
+        )
+        other = self.bins - 1
+        self._index = {c: i for i, c in enumerate(profile.categories or [])}
+        self._other = other
+
+    def count(self, present: Iterable[Any]) -> np.ndarray[Any, np.dtype[np.int64]]:
+        """Bin counts of values that are not missing."""
+        if self._edges is not None:
+            numbers = np.fromiter(present, dtype=np.float64)
+            bins = np.searchsorted(self._edges, numbers, side="left")
+        else:
+            index, other = self._index, self._other
+            bins = np.fromiter((index.get(category_key(v), other) for v in present), np.int64)
+        return np.bincount(bins, minlength=self.bins).astype(np.int64)
+
+
+def psi(reference: Sequence[float], live: np.ndarray[Any, Any]) -> float:
+    """The population stability index of live bin counts against reference shares."""
+    total = float(live.sum())
+    if total == 0:
+        return math.nan
+    expected = np.maximum(np.asarray(reference, dtype=np.float64), SHARE_FLOOR)
+    actual = np.maximum(live / total, SHARE_FLOOR)
+    return float(np.sum((actual - expected) * np.log(actual / expected)))
