@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -139,7 +140,12 @@ def measure(
 
 
 def start(
-    kind: str, model_dir: Path, version_dir: Path, port: int, log: Path
+    kind: str,
+    model_dir: Path,
+    version_dir: Path,
+    port: int,
+    log: Path,
+    settings: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     if kind in RUNTIMES:
@@ -149,6 +155,7 @@ def start(
             "LOG_FORMAT": "json",
             "WORKERS": "1",
             "RUNTIME": kind,
+            **(settings or {}),
         }
         command = [sys.executable, "-m", "service"]
     else:
@@ -282,7 +289,7 @@ def v2_bodies(meta: dict[str, Any], rows: int, folder: Path) -> dict[str, tuple[
 
 
 def interleaved(
-    wrk: str, targets: dict[str, tuple[str, Path, int | None]], connections: int, rows: int
+    wrk: str, targets: Mapping[str, tuple[str, Path, int | None]], connections: int, rows: int
 ) -> dict[str, float]:
     """Rows/s of each target: short runs in alternating order, ROUNDS times, then the median.
 
@@ -351,6 +358,148 @@ def bench_protocols(wrk: str, work: Path, label: str, drop: str | None) -> str:
     return "\n".join(lines)
 
 
+# -- monitoring: what drift counting costs -------------------------------------------------------
+
+PAIRS = int(os.environ.get("BENCH_MONITORING_PAIRS", "4"))
+
+
+def bench_monitoring(wrk: str, work: Path) -> str:
+    """Drift monitoring on (the default window) against off, end to end and in process.
+
+    Two identical server processes differ by up to 10% in throughput here (start order, memory
+    layout), more than monitoring costs. So each of PAIRS pairs starts both settings afresh,
+    the first started alternating, pinned to core 0 with wrk on core 1, and runs them in
+    alternation; the table gives the median of the pairs' ratios. The in-process figure times
+    the monitor alone on the same kind of requests.
+    """
+    models = work / "monitoring"
+    subprocess.run(
+        [sys.executable, "-m", "training", "--models-dir", str(models)],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    meta = json.loads((models / "penguins" / "1" / "metadata.json").read_text())
+    settings = {"on": {}, "off": {"DRIFT_WINDOW": "0"}}
+    scenarios = ((1, 32), (100, 4))
+    bodies = {}
+    for rows, _ in scenarios:
+        bodies[rows] = work / f"monitoring-{rows}.json"
+        bodies[rows].write_text(json.dumps({"instances": [meta["example"]] * rows}))
+    pin = shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
+    driver = ["taskset", "-c", "1", wrk] if pin else [wrk]
+    ratios: dict[int, list[float]] = {rows: [] for rows, _ in scenarios}
+    off_rps: dict[int, list[float]] = {rows: [] for rows, _ in scenarios}
+    for pair in range(PAIRS):
+        order = list(settings) if pair % 2 == 0 else list(settings)[::-1]
+        procs, urls = [], {}
+        try:
+            for name in order:
+                port = free_port()
+                env = {**os.environ, "PYTHONPATH": str(ROOT), "LOG_FORMAT": "json"}
+                env |= {**settings[name], "MODEL_DIR": str(models), "PORT": str(port)}
+                command = [
+                    *(["taskset", "-c", "0"] if pin else []),
+                    sys.executable,
+                    "-m",
+                    "service",
+                ]
+                procs.append(
+                    subprocess.Popen(
+                        command,
+                        cwd=ROOT,
+                        env=env,
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    )
+                )
+                urls[name] = f"http://127.0.0.1:{port}"
+                wait_ready(f"{urls[name]}/health/ready", procs[-1])
+            for rows, connections in scenarios:
+                runs: dict[str, list[float]] = {name: [] for name in order}
+                for name in order:
+                    rps(driver, f"{urls[name]}/predict", bodies[rows], connections, seconds=1)
+                for round_ in range(ROUNDS):
+                    for name in order if round_ % 2 == 0 else order[::-1]:
+                        runs[name].append(
+                            rps(driver, f"{urls[name]}/predict", bodies[rows], connections)
+                        )
+                on, off = statistics.median(runs["on"]), statistics.median(runs["off"])
+                ratios[rows].append(on / off)
+                off_rps[rows].append(off)
+        finally:
+            for proc in procs:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=30)
+    cost = monitor_cost(models / "penguins" / "1", [rows for rows, _ in scenarios])
+    lines = [
+        "monitoring: penguins, the ONNX server, drift monitoring on (DRIFT_WINDOW=10000) vs off",
+        f"{'':<34}{'1 row, c=32':>16}{'100 rows, c=4':>16}",
+        "-" * 66,
+    ]
+
+    def row(label: str, values: list[str]) -> None:
+        lines.append(f"{label:<34}{values[0]:>16}{values[1]:>16}")
+
+    row("requests/s, off (median)", [f"{statistics.median(off_rps[r]):.0f}" for r, _ in scenarios])
+    row("on / off, median of pairs", [f"{statistics.median(ratios[r]):.3f}x" for r, _ in scenarios])
+    row(
+        "on / off, range over pairs",
+        [f"{min(ratios[r]):.2f}-{max(ratios[r]):.2f}" for r, _ in scenarios],
+    )
+    row("monitor alone, us per request", [f"{cost[r]:.1f}" for r, _ in scenarios])
+    row(
+        "monitor alone, share of a request",
+        [f"{cost[r] * statistics.median(off_rps[r]) / 1e4:.1f}%" for r, _ in scenarios],
+    )
+    lines += [
+        "-" * 66,
+        f"target: at most 5% fewer requests/s at c=32; {PAIRS} pairs of fresh servers, each"
+        f" {ROUNDS} alternating 2s runs{' (servers on core 0, wrk on core 1)' if pin else ''}",
+    ]
+    return "\n".join(lines)
+
+
+def monitor_cost(version_dir: Path, sizes: list[int]) -> dict[int, float]:
+    """Microseconds the drift monitor adds to a request of each size, folds included."""
+    script = (
+        "import json, sys, time\n"
+        "from modelstore.store import read_metadata\n"
+        "from service.drift import DriftMonitor\n"
+        "from service.metrics import Metrics\n"
+        "from service.predictor import Table\n"
+        "from pathlib import Path\n"
+        "meta = read_metadata(Path(sys.argv[1]))\n"
+        "names = [f.name for f in meta.features]\n"
+        "out = {}\n"
+        "for rows in map(int, sys.argv[2:]):\n"
+        "    monitor = DriftMonitor(meta, 10000, Metrics())\n"
+        "    count = 200000 // rows\n"
+        "    tables = [Table({n: [meta.example[n]] * rows for n in names}, rows)"
+        " for _ in range(count)]\n"
+        "    started = time.perf_counter()\n"
+        "    for table in tables:\n"
+        "        monitor.observe(table)\n"
+        "    monitor.fold()\n"
+        "    out[rows] = (time.perf_counter() - started) / count * 1e6\n"
+        "print(json.dumps(out))\n"
+    )
+    command = [sys.executable, "-c", script, str(version_dir), *map(str, sizes)]
+    if shutil.which("taskset"):
+        command = ["taskset", "-c", "0", *command]
+    done = subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True)
+    return {int(k): float(v) for k, v in json.loads(done.stdout).items()}
+
+
+def rps(driver: list[str], url: str, body: Path, connections: int, seconds: int = 2) -> float:
+    """Requests/s of one wrk run."""
+    command = [*driver, "-t1", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    command += ["-s", str(ROOT / "bench" / "post.lua"), url]
+    env = {**os.environ, "BENCH_BODY": str(body), "BENCH_HEADER_LENGTH": ""}
+    done = subprocess.run(command, env=env, check=True, capture_output=True, text=True)
+    return parse_wrk(done.stdout)["rps"]
+
+
 # -- batch scoring: a million penguin rows through `python -m scoring` ----------------------------
 
 SCORING_ROWS = int(os.environ.get("BENCH_SCORING_ROWS", "1000000"))
@@ -398,6 +547,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-"))
     tables = [bench_model(wrk, work, label, config) for label, config in MODELS]
     tables += [bench_protocols(wrk, work, label, drop) for label, drop in PROTOCOL_MODELS]
+    tables.append(bench_monitoring(wrk, work))
     tables.append(bench_scoring(work))
     print("\n\n".join(tables))
     print(

@@ -72,29 +72,46 @@ class DriftMonitor:
         self._shape = (len(self._features), width)
         self._current = np.zeros(self._shape, dtype=np.int64)
         self._current_rows = 0
-        self._pending: list[Table] = []
+        # Pending values, one flat list per feature. Only scalars are kept, never a request's
+        # lists or dicts: containers held across requests would feed the garbage collector.
+        self._pending: list[tuple[str, list[Any]]] = [(f.name, []) for f in self._features]
         self._pending_rows = 0
-        self._last_fold = time.monotonic()
+        self._last_fold = self._last_gauges = time.monotonic()
 
     def observe(self, table: Table) -> None:
-        """The request path: remember the rows; bin them later, many requests at once."""
-        self._pending.append(table)
+        """The request path: remember the values; bin them later, many requests at once."""
+        columns = table.columns
+        for name, values in self._pending:
+            values.extend(columns[name])
         self._pending_rows += table.rows
-        if self._pending_rows >= self._block_rows or time.monotonic() - self._last_fold > FOLD_SECONDS:
-            self.fold()
+        if (
+            self._pending_rows >= self._block_rows
+            or time.monotonic() - self._last_fold > FOLD_SECONDS
+        ):
+            self.fold(gauges=False)
 
-    def fold(self) -> None:
-        tables, self._pending, self._pending_rows = self._pending, [], 0
-        self._last_fold = time.monotonic()
-        if not tables:
-            return
-        rows = sum(t.rows for t in tables)
-        for index, feature in enumerate(self._features):
-            name = feature.name
-            present = [v for t in tables for v in t.columns[name] if v is not None and v == v]
-            if len(present) < rows:
-                feature.missing.inc(rows - len(present))
-            counts = feature.binner.count(present)
+    def fold(self, gauges: bool = True) -> None:
+        """Bin what is pending. The PSI gauges are recomputed when asked (a scrape) and at
+        most every FOLD_SECONDS otherwise: each worker's gauges must stay fresh for a scrape
+        that another worker answers."""
+        pending, rows = self._pending, self._pending_rows
+        self._pending = [(name, []) for name, _ in pending]
+        self._pending_rows = 0
+        now = self._last_fold = time.monotonic()
+        if gauges or now - self._last_gauges > FOLD_SECONDS:
+            self._last_gauges = now
+        else:
+            gauges = False
+        if rows:
+            self._count(pending, rows)
+        if gauges:
+            self._update_gauges()
+
+    def _count(self, pending: list[tuple[str, list[Any]]], rows: int) -> None:
+        for index, (feature, (_, values)) in enumerate(zip(self._features, pending, strict=True)):
+            counts, missing = feature.binner.count(values)
+            if missing:
+                feature.missing.inc(missing)
             self._current[index, : len(counts)] += counts
             for child, count in zip(feature.bins, counts.tolist(), strict=True):
                 if count:
@@ -107,7 +124,6 @@ class DriftMonitor:
             self._current_rows = 0
             while self._block_total - self._blocks[0][0] >= self._window:
                 self._block_total -= self._blocks.popleft()[0]
-        self._update_gauges()
 
     def _update_gauges(self) -> None:
         window_rows = self._current_rows + self._block_total
