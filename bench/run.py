@@ -521,17 +521,27 @@ def bench_scoring(work: Path) -> str:
         out.write(header + "\n")
         for start in range(0, SCORING_ROWS, len(rows)):
             out.write("\n".join(rows[: min(len(rows), SCORING_ROWS - start)]) + "\n")
-    command = [sys.executable, "-m", "scoring", "--models-dir", str(models), "--data", str(data)]
+    # The peak is read inside the scoring process (VmHWM), since getrusage's maxrss would also
+    # count this process's memory, which the child holds between fork and exec.
+    script = (
+        "import re, runpy, sys\n"
+        "sys.argv = ['scoring', *sys.argv[1:]]\n"
+        "try:\n"
+        "    runpy.run_module('scoring', run_name='__main__', alter_sys=True)\n"
+        "finally:\n"
+        "    status = open('/proc/self/status').read()\n"
+        "    print('peak-kb', re.search(r'VmHWM:\\s+(\\d+)', status)[1], file=sys.stderr)\n"
+    )
+    command = [sys.executable, "-c", script, "--models-dir", str(models), "--data", str(data)]
     command += ["--out", str(work / "scoring" / "scored.csv")]
     if shutil.which("taskset"):
         command = ["taskset", "-c", "0", *command]
     started = time.perf_counter()
-    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     seconds = time.perf_counter() - started
-    if status != 0:
-        sys.exit(f"scoring failed: {proc.stderr.read().decode() if proc.stderr else status}")
-    peak = usage.ru_maxrss / 1024
+    if done.returncode != 0:
+        sys.exit(f"scoring failed: {done.stderr}")
+    peak = int(re.findall(r"^peak-kb (\d+)$", done.stderr, re.M)[-1]) / 1024
     return "\n".join(
         [
             f"batch scoring: {SCORING_ROWS:,} penguin rows, python -m scoring, one core",

@@ -42,7 +42,10 @@ def build_profile(feature: Feature, values: Sequence[Any]) -> FeatureProfile:
         if numbers.size == 0:
             edges: list[float] = [0.0]
         else:
-            cuts = np.quantile(numbers, np.linspace(0, 1, NUMBER_BINS + 1)[1:-1])
+            # Observed values as edges (no interpolation): repeated integers keep whole edges.
+            cuts = np.quantile(
+                numbers, np.linspace(0, 1, NUMBER_BINS + 1)[1:-1], method="inverted_cdf"
+            )
             # Ten significant digits: readable in the metadata, and shares are counted after.
             edges = sorted({float(f"{c:.10g}") for c in cuts})
         profile = FeatureProfile(

@@ -1,10 +1,10 @@
 """Drift: live inputs counted into the training profile's bins, and the PSI of a recent window.
 
-The request path only appends the validated table to a list (well under a microsecond). Once a
-block's worth of rows (a tenth of the window) is pending, FOLD_SECONDS have passed, or /metrics
-is scraped, the pending tables are binned in one pass per feature, which is where numpy pays
-off, and the gauges are recomputed. The window is the last `window` rows plus at most one
-block: old rows leave it a block at a time.
+The request path only appends the validated values to one list per feature (a microsecond or
+two). Once a block's worth of rows (a tenth of the window) is pending, FOLD_SECONDS have
+passed, or /metrics is scraped, they are binned in one pass per feature, which is where numpy
+pays off; the PSI gauges are recomputed on a scrape and at most once a second otherwise. The
+window is the last `window` rows plus at most one block: old rows leave it a block at a time.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ MIN_ROWS: Final = 100
 def bin_labels(profile: FeatureProfile) -> list[str]:
     """Prometheus-style: a number bin by its upper edge (`le`), a category bin by its name."""
     if profile.edges is not None:
-        return [f"{edge:.6g}" for edge in profile.edges] + ["+Inf"]
+        return [f"{edge:.10g}" for edge in profile.edges] + ["+Inf"]  # as stored: unique
     return [*(profile.categories or []), "(other)"]
 
 
