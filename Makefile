@@ -33,10 +33,12 @@ SERVE_ONLY := --no-emit-package flatbuffers --no-emit-package packaging --no-emi
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-$(STAMP): requirements/dev.txt
+$(STAMP): requirements/dev.txt requirements/kserve-sdk.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required (set PYTHON=...)")'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --require-hashes --no-deps -r requirements/dev.txt 2> >(grep -v "is ignored: it is neither" >&2)
+	$(PY) -m pip install --quiet --require-hashes --no-deps --upgrade --target $(VENV)/kserve-sdk \
+		-r requirements/kserve-sdk.txt 2> >(grep -v "is ignored: it is neither" >&2)
 	touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install the project with its development tools (idempotent)
@@ -78,6 +80,7 @@ lock: $(STAMP) ## re-resolve the pinned, hashed lock files from pyproject.toml
 	$(VENV)/bin/uv pip compile -q pyproject.toml $(LOCK_FLAGS) $(SERVE_ONLY) --extra sklearn -o requirements/serve-sklearn.txt
 	$(VENV)/bin/uv pip compile -q pyproject.toml $(LOCK_FLAGS) --extra train -o requirements/train.txt
 	$(VENV)/bin/uv pip compile -q pyproject.toml $(LOCK_FLAGS) --extra train --extra dev -o requirements/dev.txt
+	$(VENV)/bin/uv pip compile -q requirements/kserve-sdk.in $(LOCK_FLAGS) --no-deps -o requirements/kserve-sdk.txt
 
 build: ## build the serving images (ONNX, and -sklearn) and the training image, tagged version, commit, latest
 	docker build $(DOCKER_BUILD_FLAGS) $(BUILD_ARGS) -f Dockerfile \
