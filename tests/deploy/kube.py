@@ -165,3 +165,28 @@ def check_kserve(value: Any, declared: str, where: str) -> None:
         for key, item in value.items():
             assert key in fields, f"{where}.{key} is not a field of KServe's {declared}"
             check_kserve(item, fields[key][1], f"{where}.{key}")
+
+
+def main() -> int:
+    """`make lint`'s manifest check: every kustomization rendered and validated, and the
+    InferenceService walked through KServe's fields. The tests check more (image facts)."""
+    import kubernetes_validate
+
+    tool = kustomize_command()
+    how = " ".join(tool) if tool else "the tests' own renderer (no kustomize binary here)"
+    for folder in (ROOT / "deploy/kubernetes/base", ROOT / "deploy/kubernetes/overlays/example"):
+        documents = render_with_tool(folder) if tool else render(folder)
+        for document in documents:
+            kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
+        print(
+            f"{folder.relative_to(ROOT)}: {len(documents)} objects valid for Kubernetes"
+            f" {KUBERNETES_VERSION} (strict), rendered by {how}"
+        )
+    service = yaml.safe_load((ROOT / "deploy/kserve/inferenceservice.yaml").read_text())
+    check_kserve(service, "V1beta1InferenceService", "InferenceService")
+    print("deploy/kserve/inferenceservice.yaml: only fields KServe 0.21's InferenceService defines")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
