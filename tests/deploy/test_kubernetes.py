@@ -204,3 +204,19 @@ def test_the_inference_service_matches_the_image_and_the_v2_routes(
         facts["uid"],
         facts["gid"],
     )
+
+
+def test_the_render_blueprint_matches_the_image(answers: Callable[[str], int]) -> None:
+    blueprint = yaml.safe_load((ROOT / "render.yaml").read_text())
+    (service,) = blueprint["services"]
+    assert service["type"] == "web"
+    assert service["runtime"] == "image"
+    name, _, tag = service["image"]["url"].rpartition(":")
+    assert name.endswith("/" + image_facts()["image"])
+    assert re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*-[0-9]+", tag)
+    assert answers(service["healthCheckPath"]) == 200
+    keys = {v["key"] for v in service["envVars"]}
+    assert keys <= {name.upper() for name in Settings.model_fields}
+    assert "PORT" not in keys  # Render chooses the port and the service reads it
+    key = next(v for v in service["envVars"] if v["key"] == "API_KEY")
+    assert key == {"key": "API_KEY", "generateValue": True}
