@@ -33,7 +33,7 @@ def main() -> int:
     # Exit 2 for a setting to fix, 1 for a model that cannot be served.
     where = {"model_dir": str(settings.model_dir)}
     try:
-        settings.api_key_bytes()
+        settings.api_keys()
     except SettingsError as exc:
         log.error("start-up failed", extra={**where, "reason": str(exc)})
         return 2

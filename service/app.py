@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import os
-from collections.abc import AsyncIterator
+import signal
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -63,7 +65,9 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
                 "predict_ms": round(runtime.predictor.fixed_cost * 1000, 3),
             },
         )
+        hangup = _on_sighup(runtime.keys.reload)
         yield
+        hangup()
         runtime.dispatcher.close()
         if multiprocess_dir():
             multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
@@ -103,3 +107,22 @@ def create_worker_app() -> FastAPI:
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
     return create_app(settings)
+
+
+def _on_sighup(action: Callable[[], None]) -> Callable[[], None]:
+    """Run `action` on SIGHUP (re-reading the key file); returns the undo.
+
+    Only a main thread's loop can take signals, so an app run in a test client's thread does
+    without. With WORKERS > 1, SIGHUP goes to uvicorn's supervisor, which replaces the workers
+    one by one, each reading the file as it starts (one that cannot keeps the old worker).
+    """
+    loop = asyncio.get_running_loop()
+    try:
+        loop.add_signal_handler(signal.SIGHUP, action)
+    except (RuntimeError, ValueError, NotImplementedError):
+        return lambda: None
+
+    def undo() -> None:
+        loop.remove_signal_handler(signal.SIGHUP)
+
+    return undo

@@ -66,7 +66,7 @@ def openapi_builder(app: FastAPI) -> Callable[[], dict[str, Any]]:
             return schema
         _native(schema, runtime)
         _protocols(schema, runtime)
-        if runtime.api_key is not None:
+        if runtime.keys.required:
             schema["components"]["securitySchemes"] = {
                 "bearer": {"type": "http", "scheme": "bearer"},
                 "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},

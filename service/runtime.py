@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +15,7 @@ from modelstore import LoadedModel
 from service.dispatch import Dispatcher
 from service.drift import DriftMonitor
 from service.errors import UnauthorizedError
+from service.keys import KeyRing
 from service.metrics import Metrics
 from service.oip import TensorModel
 from service.predictor import Predictor, Table, check_finite, make_predictor
@@ -31,7 +31,7 @@ class Runtime:
     validator: TypeAdapter[Any]
     nullable: frozenset[str]
     metrics: Metrics
-    api_key: bytes | None
+    keys: KeyRing
     model_ref: dict[str, Any]
     metadata_json: bytes
     dispatcher: Dispatcher
@@ -64,7 +64,7 @@ class Runtime:
             validator=request_adapter(meta, settings.max_batch_size, accept),
             nullable=frozenset(f.name for f in meta.features if f.nullable),
             metrics=metrics,
-            api_key=settings.api_key_bytes(),
+            keys=KeyRing(settings.api_keys(), settings.api_key_file),
             model_ref={"name": meta.name, "version": meta.version},
             # /model: the metadata as stored, plus the runtime this server runs it with.
             metadata_json=orjson.dumps(
@@ -103,13 +103,13 @@ class Runtime:
         return output
 
     def authorize(self, headers: Headers) -> None:
-        """Accept `Authorization: Bearer <key>` or `X-API-Key: <key>`, compared in constant time.
+        """Accept `Authorization: Bearer <key>` or `X-API-Key: <key>`: any configured key.
 
         Every key a request offers must be right: a wrong Bearer beside a right X-API-Key (or the
         other way round) is refused, so which header a proxy or client adds never matters. An
         empty header (some proxies add one) counts as not offered.
         """
-        if self.api_key is None:
+        if not self.keys.required:
             return
         offered = []
         api_key = headers.get("x-api-key", "").strip()
@@ -123,5 +123,5 @@ class Runtime:
                 "missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key'"
             )
         # Starlette decodes header bytes as Latin-1: encoding back gives exactly what was sent.
-        if not all(hmac.compare_digest(key.encode("latin-1"), self.api_key) for key in offered):
+        if not all(self.keys.accepts(key.encode("latin-1")) for key in offered):
             raise UnauthorizedError("invalid API key")

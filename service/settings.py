@@ -63,26 +63,34 @@ class Settings(BaseSettings):
         """uvicorn takes whole seconds; rounding down would turn 0.5 into no grace at all."""
         return math.ceil(self.shutdown_timeout)
 
-    def api_key_bytes(self) -> bytes | None:
-        """The configured key, if any; a key file wins over nothing, but not both at once."""
+    def api_keys(self) -> tuple[bytes, ...] | None:
+        """The accepted keys, if any. A key file holds one or more, one per line (blank lines
+        and `#` comments ignored), so a new key can be added before an old one is retired."""
         if self.api_key is not None and self.api_key_file is not None:
             raise SettingsError("set API_KEY or API_KEY_FILE, not both")
         if self.api_key_file is not None:
-            try:
-                key = self.api_key_file.read_text(encoding="utf-8").strip()
-            except (OSError, UnicodeDecodeError) as exc:
-                raise SettingsError(
-                    f"cannot read API_KEY_FILE {self.api_key_file}: {exc}"
-                ) from None
-            if not key:
-                raise SettingsError(f"API_KEY_FILE {self.api_key_file} is empty")
-            return _header_safe(key, f"the key in API_KEY_FILE {self.api_key_file}")
+            return read_key_file(self.api_key_file)
         if self.api_key is not None:
             key = self.api_key.get_secret_value().strip()
             if not key:
                 raise SettingsError("API_KEY is set but empty")
-            return _header_safe(key, "API_KEY")
+            return (_header_safe(key, "API_KEY"),)
         return None
+
+
+def read_key_file(path: Path) -> tuple[bytes, ...]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"cannot read API_KEY_FILE {path}: {exc}") from None
+    keys = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        key = line.strip()
+        if key and not key.startswith("#"):
+            keys.append(_header_safe(key, f"the key on line {number} of API_KEY_FILE {path}"))
+    if not keys:
+        raise SettingsError(f"API_KEY_FILE {path} holds no key")
+    return tuple(keys)
 
 
 def _header_safe(key: str, where: str) -> bytes:

@@ -82,11 +82,11 @@ def test_an_empty_x_api_key_does_not_hide_a_bearer_token(
 @pytest.mark.parametrize("key", ["clé", "tab\tkey"])
 def test_a_key_no_header_can_carry_is_refused_at_start_up(key: str, tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="API_KEY must be printable ASCII"):
-        Settings(api_key=key).api_key_bytes()
+        Settings(api_key=key).api_keys()
     key_file = tmp_path / "key"
     key_file.write_text(key)
     with pytest.raises(SettingsError, match="must be printable ASCII"):
-        Settings(api_key_file=key_file).api_key_bytes()
+        Settings(api_key_file=key_file).api_keys()
 
 
 @pytest.mark.parametrize(
