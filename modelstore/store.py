@@ -12,12 +12,13 @@ import io
 import os
 import re
 import shutil
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from pydantic import ValidationError
 
@@ -30,6 +31,10 @@ REPORT_FILE = "report.html"
 _VERSION_DIR = re.compile(r"^[1-9][0-9]*$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _TEMP_PREFIX = ".tmp-"
+_REMOVED_PREFIX = ".removed-"
+_OWNER_SUFFIX = ".owner"
+# How long a publish or prune waits for another one on the same model before giving up.
+LOCK_TIMEOUT_SECONDS = 60.0
 _LOCK_FILE = ".lock"
 
 
@@ -43,6 +48,10 @@ class ModelNotFoundError(ModelStoreError):
 
 class StoreWriteError(ModelStoreError):
     """The store cannot be written: not a directory, no permission, disk full."""
+
+
+class StoreLockedError(StoreWriteError):
+    """Another process has held the model's lock for longer than LOCK_TIMEOUT_SECONDS."""
 
 
 class VerificationError(ModelStoreError):
@@ -208,7 +217,7 @@ class ModelStore:
         """Delete one version atomically: under the model's lock it is renamed out of sight
         (a reader sees it whole or not at all), then the hidden copy is deleted."""
         folder = self.root / ref.name
-        hidden = folder / f".removed-{ref.version}-{uuid.uuid4().hex[:8]}"
+        hidden = folder / f"{_REMOVED_PREFIX}{ref.version}-{uuid.uuid4().hex[:8]}"
         try:
             with _locked(folder):
                 os.rename(ref.path, hidden)
@@ -256,11 +265,23 @@ class ModelStore:
         check_name(name)
         folder = self.root / name
         created = not folder.exists()
+        staging = folder / f"{_TEMP_PREFIX}{uuid.uuid4().hex}"
+        owner = staging.with_name(staging.name + _OWNER_SUFFIX)
+        handle: IO[str] | None = None
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            staging = folder / f"{_TEMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            _remove_stale_staging(folder)
+            # The owner file's lock says "in use" for as long as this process lives, whichever
+            # host or container it runs in; a crash releases it, and the next publish cleans up.
+            handle = owner.open("x")
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             staging.mkdir()
         except OSError as exc:
+            if handle is not None:
+                handle.close()
+            owner.unlink(missing_ok=True)
+            if created:
+                _remove_if_unused(folder)
             raise StoreWriteError(f"cannot write models into {self.root}: {_reason(exc)}") from None
         try:
             return self._publish_staged(
@@ -272,6 +293,8 @@ class ModelStore:
             ) from None
         finally:
             shutil.rmtree(staging, ignore_errors=True)  # gone already after a successful rename
+            owner.unlink(missing_ok=True)  # staging first, then its owner: never the reverse
+            handle.close()
             if created:
                 _remove_if_unused(folder)
 
@@ -401,9 +424,50 @@ def _fsync_dir(path: Path) -> None:
 
 @contextmanager
 def _locked(folder: Path) -> Iterator[None]:
+    """The model's lock, waited for at most LOCK_TIMEOUT_SECONDS (a stuck holder must not
+    hang a training job forever)."""
     with (folder / _LOCK_FILE).open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        deadline = time.monotonic() + LOCK_TIMEOUT_SECONDS
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise StoreLockedError(
+                        f"{folder} is locked by another process (waited"
+                        f" {LOCK_TIMEOUT_SECONDS:g}s for {folder / _LOCK_FILE}); try again later"
+                    ) from None
+                time.sleep(0.05)
         try:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _remove_stale_staging(folder: Path) -> None:
+    """Delete what crashed publishes and prunes left behind, never what a live one uses.
+
+    A staging folder is in use while its owner file is locked; its process dying releases the
+    lock. A folder without an owner file (an older release's, or a crash between the two
+    deletions) is removed once it is a day old.
+    """
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        if entry.name.startswith(_REMOVED_PREFIX):
+            shutil.rmtree(entry, ignore_errors=True)  # out of sight already; only a delete left
+        elif entry.name.startswith(_TEMP_PREFIX) and entry.is_dir():
+            owner = entry.with_name(entry.name + _OWNER_SUFFIX)
+            try:
+                with owner.open("r") as handle:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # fails while in use
+                    shutil.rmtree(entry, ignore_errors=True)
+                    owner.unlink(missing_ok=True)
+            except FileNotFoundError:
+                if time.time() - entry.stat().st_mtime > 86400:
+                    shutil.rmtree(entry, ignore_errors=True)
+            except OSError:
+                continue  # locked: a publish in progress

@@ -29,7 +29,7 @@ from modelstore import (
 )
 from modelstore.metadata import DataInfo, GitInfo, SplitInfo
 from modelstore.profile import build_profile
-from modelstore.store import check_name
+from modelstore.store import StoreLockedError, check_name
 from training.config import PACKAGE_DIR, TrainingConfig, check_gate_task, load_config
 from training.data import Dataset, load_dataset
 from training.errors import QualityGateError, TrainingError
@@ -41,6 +41,7 @@ from training.report import prepare as prepare_report
 EXIT_BAD_INPUT = 2
 EXIT_GATE = 3
 EXIT_STORE_WRITE = 4
+EXIT_STORE_LOCKED = 5
 T = TypeVar("T")
 
 
@@ -331,6 +332,9 @@ def main(argv: list[str] | None = None) -> int:
     except QualityGateError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_GATE
+    except StoreLockedError as exc:
+        print(f"error: {exc}; nothing published", file=sys.stderr)
+        return EXIT_STORE_LOCKED
     except StoreWriteError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_STORE_WRITE

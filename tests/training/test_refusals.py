@@ -84,3 +84,69 @@ def test_a_gate_metric_for_the_other_task_is_a_config_error_before_fitting(
     assert "gate metric rmse does not apply to classification" in line
     assert "fitting" not in err
     assert not models.exists()
+
+
+def test_a_store_locked_too_long_is_exit_5_and_leaves_nothing(
+    tmp_path: Path, data: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fcntl
+
+    monkeypatch.setattr(modelstore.store, "LOCK_TIMEOUT_SECONDS", 0.3)
+    folder = tmp_path / "models" / "held"
+    folder.mkdir(parents=True)
+    with (folder / ".lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # a publisher stuck in another process
+        code = train(
+            tmp_path / "models", "--data", str(data), "--target", "label", "--name", "held"
+        )
+    err = capsys.readouterr().err
+    assert code == 5
+    (line,) = errors_of(err)
+    assert "is locked by another process (waited 0.3s" in line
+    assert line.endswith("try again later; nothing published")
+    assert "Traceback" not in err
+    assert sorted(p.name for p in folder.iterdir()) == [".lock"]
+
+
+def test_a_read_only_store_is_one_line_and_exit_4(
+    tmp_path: Path, data: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read-only filesystem (root can write through permissions, so the error is simulated)."""
+    real_open = Path.open
+
+    def read_only(self: Path, mode: str = "r", *args: object, **kwargs: object) -> object:
+        if any(c in mode for c in "wxa") and "models" in self.parts:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+        return real_open(self, mode, *args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(Path, "open", read_only)
+    models = tmp_path / "models"
+    code = train(models, "--data", str(data), "--target", "label", "--name", "ro")
+    err = capsys.readouterr().err
+    assert code == 4
+    (line,) = errors_of(err)
+    assert line == f"error: cannot write models into {models}: Read-only file system"
+    assert "Traceback" not in err
+    assert not (models / "ro").exists()
+
+
+def test_a_data_file_gone_while_reading_is_one_line_and_exit_2(
+    tmp_path: Path, data: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pandas as pd
+
+    real_read_csv = pd.read_csv
+
+    def vanish(path: Path, *args: object, **kwargs: object) -> object:
+        Path(path).unlink()  # deleted between the existence check and the read
+        return real_read_csv(path, *args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(pd, "read_csv", vanish)
+    models = tmp_path / "models"
+    code = train(models, "--data", str(data), "--target", "label")
+    err = capsys.readouterr().err
+    assert code == 2
+    (line,) = errors_of(err)
+    assert line == f"error: cannot read data file {data}: No such file or directory"
+    assert "Traceback" not in err
+    assert not models.exists()

@@ -20,6 +20,7 @@ from modelstore import (
     ModelStore,
     VerificationError,
 )
+from modelstore.store import StoreLockedError
 from tests.conftest import ROOT
 
 
@@ -108,15 +109,18 @@ def test_crash_in_the_middle_of_publishing_leaves_no_visible_version(
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, check=False, timeout=60)
     assert result.returncode == 9
     folder = tmp_path / "models" / "crash"
-    leftovers = [p for p in folder.iterdir() if p.name.startswith(".tmp-")]
+    leftovers = [p for p in folder.iterdir() if p.name.startswith(".tmp-") and p.is_dir()]
     assert len(leftovers) == 1
     assert (leftovers[0] / "metadata.json").exists()
+    assert leftovers[0].with_name(leftovers[0].name + ".owner").exists()
     store = ModelStore(tmp_path / "models")
     assert store.versions("crash") == []
     with pytest.raises(ModelNotFoundError, match="has no versions"):
         store.resolve("crash")
     ref = store.publish("crash", {"x": 1}, describer(template, "crash"))
     assert ref.version == 1
+    # The next publish found the dead process's folder unlocked and cleaned it up.
+    assert sorted(p.name for p in folder.iterdir()) == [".lock", "1"]
 
 
 def test_resolve_latest_and_explicit(tmp_path: Path, template: dict[str, Any]) -> None:
@@ -191,3 +195,45 @@ def test_load_refuses_version_skew(store_copy: ModelStore) -> None:
         VerificationError, match=r"trained with scikit-learn .*, this runtime has 0\.1"
     ):
         store_copy.load(ref, runtime_versions={"scikit-learn": "0.1"})
+
+
+def test_a_live_publishers_staging_is_never_cleaned(
+    tmp_path: Path, template: dict[str, Any]
+) -> None:
+    """Cleaning at publish only takes folders whose owner lock is free (their process died)."""
+    import fcntl
+
+    folder = tmp_path / "models" / "busy"
+    folder.mkdir(parents=True)
+    live = folder / ".tmp-live"
+    live.mkdir()
+    owner = (folder / ".tmp-live.owner").open("x")
+    fcntl.flock(owner, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a publisher in progress holds it
+    dead = folder / ".tmp-dead"
+    dead.mkdir()
+    (folder / ".tmp-dead.owner").touch()  # its process is gone: nobody holds the lock
+    pruned = folder / ".removed-3-abcd"
+    pruned.mkdir()
+    try:
+        ModelStore(tmp_path / "models").publish("busy", {"x": 1}, describer(template, "busy"))
+        names = sorted(p.name for p in folder.iterdir())
+        assert names == [".lock", ".tmp-live", ".tmp-live.owner", "1"]
+    finally:
+        owner.close()
+
+
+def test_a_lock_held_too_long_is_a_clear_error(
+    tmp_path: Path, template: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fcntl
+
+    import modelstore.store
+
+    monkeypatch.setattr(modelstore.store, "LOCK_TIMEOUT_SECONDS", 0.3)
+    folder = tmp_path / "models" / "held"
+    folder.mkdir(parents=True)
+    with (folder / ".lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # another process, stuck while publishing
+        with pytest.raises(StoreLockedError, match=r"locked by another process \(waited 0\.3s"):
+            ModelStore(tmp_path / "models").publish("held", {"x": 1}, describer(template, "held"))
+    assert sorted(p.name for p in folder.iterdir()) == [".lock"]  # nothing half-written
