@@ -28,7 +28,7 @@ LOCK_FLAGS := --python-version 3.11 --python-platform x86_64-manylinux_2_28 --ge
 # onnxruntime declares these, but its Python module never imports them when serving.
 SERVE_ONLY := --no-emit-package flatbuffers --no-emit-package packaging --no-emit-package protobuf
 
-.PHONY: help install run test train train-local models score serve build build-model push up down bench lint lock clean
+.PHONY: help install run test train train-local models score serve build build-model push up down bench soak lint lock clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -83,6 +83,9 @@ lint: $(STAMP) ## formatter, linter, type checker; Dockerfiles, workflows and ma
 
 bench: $(STAMP) ## benchmark the service against a bare baseline and print the table
 	$(PY) bench/run.py
+
+soak: $(STAMP) ## one worker at concurrency 32 for SOAK_MINUTES (10), minute by minute (not in make test)
+	$(PY) bench/soak.py
 
 lock: $(STAMP) ## re-resolve the pinned, hashed lock files from pyproject.toml
 	$(VENV)/bin/uv pip compile -q pyproject.toml $(LOCK_FLAGS) $(SERVE_ONLY) -o requirements/serve.txt
