@@ -14,6 +14,7 @@ import uvicorn
 
 from modelstore import ModelStoreError
 from service.app import create_app
+from service.connections import GuardedProtocol
 from service.loading import load_model
 from service.logs import configure_logging
 from service.settings import SettingsError, load_settings
@@ -53,7 +54,9 @@ def main() -> int:
         # middleware pass on every request.
         "proxy_headers": False,
         "loop": "uvloop",
-        "http": "httptools",
+        # uvicorn's httptools protocol, plus header and body deadlines and a connection cap.
+        "http": GuardedProtocol,
+        "timeout_keep_alive": settings.keepalive_timeout,
     }
     # uvicorn drains in-flight requests on SIGTERM, then re-raises the signal to this handler:
     # a requested, graceful stop exits 0 rather than dying by the signal.

@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException
 
 from modelstore import LoadedModel
 from service import __version__
+from service.connections import configure as configure_connections
 from service.errors import ServiceError, handle_http_exception, handle_service_error
 from service.loading import load_model
 from service.logs import configure_logging
@@ -43,6 +44,7 @@ PREDICTION_PATHS = frozenset(
 def create_app(settings: Settings | None = None, model: LoadedModel | None = None) -> FastAPI:
     """Build the app; the lifespan loads and verifies the model unless one is passed in."""
     settings = settings or load_settings()
+    configure_connections(settings.header_timeout, settings.body_timeout, settings.max_connections)
     metrics = Metrics()
 
     @asynccontextmanager

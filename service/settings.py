@@ -54,6 +54,21 @@ class Settings(BaseSettings):
     max_queue: int = Field(
         256, ge=1, description="requests waiting for the model thread before 503 and Retry-After"
     )
+    header_timeout: float = Field(
+        10.0, gt=0, description="seconds a client may take to send a request's headers"
+    )
+    body_timeout: float = Field(
+        30.0, gt=0, description="seconds a client may take to send a request's body"
+    )
+    keepalive_timeout: float = Field(
+        5.0, gt=0, description="seconds an idle keep-alive connection stays open"
+    )
+    max_connections: int = Field(
+        1000,
+        ge=1,
+        description="open connections per process; past it, requests other than the health "
+        "probes get 503 with Retry-After",
+    )
     shutdown_timeout: float = Field(
         10.0, gt=0, description="seconds to finish in-flight requests (rounded up to whole seconds)"
     )
