@@ -57,6 +57,18 @@ def ensure_wrk() -> str:
     return shutil.which("wrk") or sys.exit("wrk could not be installed")
 
 
+def train_default(models: Path) -> dict[str, Any]:
+    """The default penguins model, trained into `models`; its metadata."""
+    subprocess.run(
+        [sys.executable, "-m", "training", "--models-dir", str(models)],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    meta: dict[str, Any] = json.loads((models / "penguins" / "1" / "metadata.json").read_text())
+    return meta
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -337,7 +349,9 @@ def bench_protocols(wrk: str, work: Path, label: str, drop: str | None) -> str:
         for rows, connections in ((1, 32), (100, 4)):
             native = work / f"{label}-native-{rows}.json"
             native.write_text(json.dumps({"instances": [meta["example"]] * rows}))
-            targets = {"native /predict": (f"{url}/predict", native, None)}
+            targets: dict[str, tuple[str, Path, int | None]] = {
+                "native /predict": (f"{url}/predict", native, None)
+            }
             for name, (body, header) in v2_bodies(meta, rows, work).items():
                 targets[name] = (infer, body, header)
             for name, ratio in interleaved(wrk, targets, connections, rows).items():
@@ -373,13 +387,7 @@ def bench_monitoring(wrk: str, work: Path) -> str:
     the monitor alone on the same kind of requests.
     """
     models = work / "monitoring"
-    subprocess.run(
-        [sys.executable, "-m", "training", "--models-dir", str(models)],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-    )
-    meta = json.loads((models / "penguins" / "1" / "metadata.json").read_text())
+    meta = train_default(models)
     settings = {"on": {}, "off": {"DRIFT_WINDOW": "0"}}
     scenarios = ((1, 32), (100, 4))
     bodies = {}
@@ -508,12 +516,7 @@ SCORING_ROWS = int(os.environ.get("BENCH_SCORING_ROWS", "1000000"))
 def bench_scoring(work: Path) -> str:
     """Wall time and peak memory of one `python -m scoring` run, pinned to one core."""
     models = work / "scoring" / "models"
-    subprocess.run(
-        [sys.executable, "-m", "training", "--models-dir", str(models)],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-    )
+    train_default(models)
     with (ROOT / "training" / "data" / "penguins.csv").open() as handle:
         header, *rows = handle.read().splitlines()
     data = work / "scoring" / "penguins-1m.csv"

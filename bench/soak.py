@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from run import ROOT, ensure_wrk, free_port, rss_mb, wait_ready
+from run import ROOT, ensure_wrk, free_port, rss_mb, train_default, wait_ready
 
 MINUTES = int(os.environ.get("SOAK_MINUTES", "10"))
 CONNECTIONS = int(os.environ.get("SOAK_CONNECTIONS", "32"))
@@ -62,13 +62,7 @@ def main() -> int:
     wrk = ensure_wrk()
     work = Path(tempfile.mkdtemp(prefix="soak-"))
     models = work / "models"
-    subprocess.run(
-        [sys.executable, "-m", "training", "--models-dir", str(models)],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-    )
-    meta = json.loads((models / "penguins" / "1" / "metadata.json").read_text())
+    meta = train_default(models)
     body = work / "one.json"
     body.write_text(json.dumps({"instances": [meta["example"]]}))
     port = free_port()
