@@ -144,7 +144,7 @@ def show(store: ModelStore, name: str, version: str, as_json: bool = False) -> s
         f"split      {meta.split.train_rows} train / {meta.split.test_rows} held out",
         "metrics    " + ", ".join(f"{k} {v:.4f}" for k, v in meta.metrics.items()),
         f"runtimes   {runtimes(meta)}",
-        f"onnx       {onnx_line(meta)}",
+        f"onnx       {meta.onnx_summary}",
         f"git        {meta.git.commit or 'unknown'}{' (dirty)' if meta.git.dirty else ''}",
         f"seed       {meta.seed}",
     ]
@@ -170,19 +170,6 @@ def show(store: ModelStore, name: str, version: str, as_json: bool = False) -> s
         size = path.stat().st_size if path.exists() else 0
         lines.append(f"  {file_name}  {size} bytes  sha256 {sha256[:12]}")
     return "\n".join(lines)
-
-
-def onnx_line(meta: Metadata) -> str:
-    compiled = meta.onnx
-    if compiled is None:
-        return "none (written before versions carried a graph)"
-    if not compiled.verified:
-        return f"none: {compiled.reason}"
-    return (
-        f"verified on {compiled.checked_rows} rows + {compiled.synthetic_rows} edge rows, "
-        f"largest {compiled.deviation} deviation {compiled.max_deviation:.2g} "
-        f"(tolerance {compiled.tolerance:.2g})"
-    )
 
 
 def describe_categories(categories: list[str] | None) -> str:

@@ -147,6 +147,20 @@ class Metadata(_Strict):
         return self.onnx is not None and self.onnx.verified
 
     @property
+    def onnx_summary(self) -> str:
+        """One line on the compiled graph, for the training summary and `modelstore show`."""
+        compiled = self.onnx
+        if compiled is None:
+            return "none (written before versions carried a graph)"
+        if not compiled.verified:
+            return f"none: {compiled.reason}"
+        return (
+            f"verified on {compiled.checked_rows} rows + {compiled.synthetic_rows} edge rows:"
+            f" largest {compiled.deviation} deviation {compiled.max_deviation:.2g}"
+            f" (tolerance {compiled.tolerance:.2g})"
+        )
+
+    @property
     def example_is_typical(self) -> bool:
         """Format 1 recorded a real training row as the example; it must never be shown."""
         return self.format_version >= 2

@@ -36,7 +36,6 @@ def category_key(value: Any) -> str:
 
 def build_profile(feature: Feature, values: Sequence[Any]) -> FeatureProfile:
     present = [v for v in values if not is_missing(v)]
-    missing = round(1 - len(present) / len(values), 6) if values else 0.0
     if feature.type in ("number", "integer"):
         numbers = np.asarray(present, dtype=np.float64)
         if numbers.size == 0:
@@ -49,7 +48,7 @@ def build_profile(feature: Feature, values: Sequence[Any]) -> FeatureProfile:
             # Ten significant digits: readable in the metadata, and shares are counted after.
             edges = sorted({float(f"{c:.10g}") for c in cuts})
         profile = FeatureProfile(
-            name=feature.name, missing=missing, edges=edges, shares=[0.0] * (len(edges) + 1)
+            name=feature.name, missing=0.0, edges=edges, shares=[0.0] * (len(edges) + 1)
         )
     else:
         counts = Counter(category_key(v) for v in present)
@@ -61,14 +60,16 @@ def build_profile(feature: Feature, values: Sequence[Any]) -> FeatureProfile:
             categories = [name for name, _ in ranked[: MAX_BINS - 1]]
         profile = FeatureProfile(
             name=feature.name,
-            missing=missing,
+            missing=0.0,
             categories=categories,
             shares=[0.0] * (len(categories) + 1),
         )
-    histogram, _ = Binner(profile).count(list(values))
+    # The shares and the missing share as the service will count them, by the same Binner.
+    histogram, gaps = Binner(profile).count(list(values))
     total = int(histogram.sum())
     shares = [round(float(c) / total, 6) if total else 0.0 for c in histogram]
-    return profile.model_copy(update={"shares": shares})
+    missing = round(gaps / len(values), 6) if values else 0.0
+    return profile.model_copy(update={"shares": shares, "missing": missing})
 
 
 class Binner:

@@ -98,13 +98,10 @@ class DriftMonitor:
         self._pending = [(name, []) for name, _ in pending]
         self._pending_rows = 0
         now = self._last_fold = time.monotonic()
-        if gauges or now - self._last_gauges > FOLD_SECONDS:
-            self._last_gauges = now
-        else:
-            gauges = False
         if rows:
             self._count(pending, rows)
-        if gauges:
+        if gauges or now - self._last_gauges > FOLD_SECONDS:
+            self._last_gauges = now
             self._update_gauges()
 
     def _count(self, pending: list[tuple[str, list[Any]]], rows: int) -> None:

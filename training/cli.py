@@ -297,26 +297,13 @@ def summary(metadata: Metadata, path: Path) -> str:
             f" / {metadata.split.test_rows} held out)",
         ),
         *((name, f"{value:.4f}") for name, value in metadata.metrics.items()),
-        ("onnx", onnx_summary(metadata)),
+        ("onnx", metadata.onnx_summary),
         ("artifact", str(path)),
     ]
     if metadata.report is not None:
         rows.append(("report", str(path / metadata.report.file)))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"  {k.ljust(width)}  {v}" for k, v in rows)
-
-
-def onnx_summary(metadata: Metadata) -> str:
-    compiled = metadata.onnx
-    if compiled is None:
-        return "not compiled"
-    if not compiled.verified:
-        return f"none: {compiled.reason}"
-    return (
-        f"verified on {compiled.checked_rows} rows + {compiled.synthetic_rows} edge rows: largest"
-        f" {compiled.deviation} deviation {compiled.max_deviation:.2g}"
-        f" (tolerance {compiled.tolerance:.2g})"
-    )
 
 
 def main(argv: list[str] | None = None) -> int:
