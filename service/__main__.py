@@ -15,6 +15,7 @@ import uvicorn
 from modelstore import ModelStoreError
 from service.app import create_app
 from service.connections import GuardedProtocol
+from service.headers import SECURITY_HEADERS
 from service.loading import load_model
 from service.logs import configure_logging
 from service.settings import SettingsError, load_settings
@@ -50,6 +51,7 @@ def main() -> int:
         "access_log": False,
         "timeout_graceful_shutdown": settings.shutdown_grace_seconds,
         "server_header": False,
+        "headers": SECURITY_HEADERS,
         # No X-Forwarded-* rewriting: nothing here uses the client address, and it costs a
         # middleware pass on every request.
         "proxy_headers": False,

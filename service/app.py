@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException
 from modelstore import LoadedModel
 from service import __version__
 from service.connections import configure as configure_connections
+from service.docs import mount_docs
 from service.errors import ServiceError, handle_http_exception, handle_service_error
 from service.loading import load_model
 from service.logs import configure_logging
@@ -80,6 +81,11 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
         version=VERSION,
         description="Predictions from one verified, versioned scikit-learn model.",
         lifespan=lifespan,
+        # Our own docs page (service.docs) replaces FastAPI's, which loads Swagger UI from a CDN
+        # with an inline script; ReDoc has no offline copy here, so it is off.
+        docs_url=None,
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
         # FastAPI's OpenTelemetry hooks look up providers (and the environment) on every
         # request even when nothing is exported; our metrics and logs are our own.
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
@@ -88,6 +94,7 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
     app.include_router(router)
     mount_predict(app)
     mount_protocol_routes(app)
+    mount_docs(app)
     _prediction_routes_first(app)
     app.add_exception_handler(ServiceError, handle_service_error)
     app.add_exception_handler(HTTPException, handle_http_exception)

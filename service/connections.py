@@ -39,17 +39,26 @@ def configure(header_timeout: float, body_timeout: float, max_connections: int) 
     LIMITS.max_connections = max_connections
 
 
-def _response(status: int, reason: str, path: str, detail: str, retry: bool) -> bytes:
+def _response(
+    status: int,
+    reason: str,
+    path: str,
+    detail: str,
+    retry: bool,
+    defaults: list[tuple[bytes, bytes]],
+) -> bytes:
+    """A whole answer, with uvicorn's default headers (the date, the security headers)."""
     body = orjson.dumps(error_body(path, detail))
-    head = [
-        f"HTTP/1.1 {status} {reason}",
-        "content-type: application/json",
-        f"content-length: {len(body)}",
-        "connection: close",
+    head = [f"HTTP/1.1 {status} {reason}".encode()]
+    head += [name + b": " + value for name, value in defaults]
+    head += [
+        b"content-type: application/json",
+        b"content-length: %d" % len(body),
+        b"connection: close",
     ]
     if retry:
-        head.append("retry-after: 1")
-    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+        head.append(b"retry-after: 1")
+    return b"\r\n".join(head) + b"\r\n\r\n" + body
 
 
 class GuardedProtocol(HttpToolsProtocol):
@@ -75,6 +84,7 @@ class GuardedProtocol(HttpToolsProtocol):
                     path.decode("latin-1"),
                     "too many connections to this server; retry after a second",
                     retry=True,
+                    defaults=self.server_state.default_headers,
                 )
             )
             self.transport.close()
@@ -110,5 +120,14 @@ class GuardedProtocol(HttpToolsProtocol):
             url = getattr(self, "url", b"")  # set when a request's first bytes arrive
             path = httptools.parse_url(url).path.decode("latin-1") if url else "/"
             detail = f"{what} not received within {seconds:g} s"
-            self.transport.write(_response(408, "Request Timeout", path, detail, retry=False))
+            self.transport.write(
+                _response(
+                    408,
+                    "Request Timeout",
+                    path,
+                    detail,
+                    retry=False,
+                    defaults=self.server_state.default_headers,
+                )
+            )
         self.transport.close()
