@@ -177,6 +177,13 @@ def test_serves_a_mounted_model_and_turns_healthy(
     assert ready["runtime"] == "onnx"
     assert answer["predictions"][0]["label"] == "Adelie"
     assert protocol_labels(port, penguin_example) == ["Adelie", "Adelie"]
+    # The docs' script comes from the image itself, with the security headers and no Server.
+    script = httpx2.get(f"http://127.0.0.1:{port}/docs/swagger-ui-bundle.js", timeout=5)
+    assert script.status_code == 200
+    assert script.text.startswith("/*! For license information please see swagger-ui-bundle")
+    assert script.headers["x-content-type-options"] == "nosniff"
+    assert script.headers["content-security-policy"].startswith("default-src 'none'")
+    assert "server" not in script.headers
     deadline = time.monotonic() + 60
     status = ""
     while time.monotonic() < deadline and status != "healthy":
