@@ -71,6 +71,14 @@ class Browser:
         self.session = ""
 
     def __enter__(self) -> Browser:
+        try:
+            self._open_page()
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def _open_page(self) -> None:
         target = self.command("Target.createTarget", url="about:blank")["targetId"]
         attached = self.command("Target.attachToTarget", targetId=target, flatten=True)
         self.session = attached["sessionId"]
@@ -85,7 +93,6 @@ class Browser:
             mobile=False,
         )
         self.command("Page.addScriptToEvaluateOnNewDocument", source=RECORD_VIOLATIONS)
-        return self
 
     def __exit__(self, *exc: object) -> None:
         try:
