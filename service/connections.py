@@ -39,28 +39,6 @@ def configure(header_timeout: float, body_timeout: float, max_connections: int) 
     LIMITS.max_connections = max_connections
 
 
-def _response(
-    status: int,
-    reason: str,
-    path: str,
-    detail: str,
-    retry: bool,
-    defaults: list[tuple[bytes, bytes]],
-) -> bytes:
-    """A whole answer, with uvicorn's default headers (the date, the security headers)."""
-    body = orjson.dumps(error_body(path, detail))
-    head = [f"HTTP/1.1 {status} {reason}".encode()]
-    head += [name + b": " + value for name, value in defaults]
-    head += [
-        b"content-type: application/json",
-        b"content-length: %d" % len(body),
-        b"connection: close",
-    ]
-    if retry:
-        head.append(b"retry-after: 1")
-    return b"\r\n".join(head) + b"\r\n\r\n" + body
-
-
 class GuardedProtocol(HttpToolsProtocol):
     _deadline: asyncio.TimerHandle | None = None
 
@@ -77,17 +55,13 @@ class GuardedProtocol(HttpToolsProtocol):
         self._disarm()
         path = httptools.parse_url(self.url).path
         if len(self.connections) > LIMITS.max_connections and path not in PROBES:
-            self.transport.write(
-                _response(
-                    503,
-                    "Service Unavailable",
-                    path.decode("latin-1"),
-                    "too many connections to this server; retry after a second",
-                    retry=True,
-                    defaults=self.server_state.default_headers,
-                )
+            self._refuse(
+                503,
+                "Service Unavailable",
+                path.decode("latin-1"),
+                "too many connections to this server; retry after a second",
+                retry=True,
             )
-            self.transport.close()
             return
         super().on_headers_complete()
         if self.cycle is not None and not self.cycle.response_complete:
@@ -120,14 +94,22 @@ class GuardedProtocol(HttpToolsProtocol):
             url = getattr(self, "url", b"")  # set when a request's first bytes arrive
             path = httptools.parse_url(url).path.decode("latin-1") if url else "/"
             detail = f"{what} not received within {seconds:g} s"
-            self.transport.write(
-                _response(
-                    408,
-                    "Request Timeout",
-                    path,
-                    detail,
-                    retry=False,
-                    defaults=self.server_state.default_headers,
-                )
-            )
+            self._refuse(408, "Request Timeout", path, detail, retry=False)
+            return
+        self.transport.close()
+
+    def _refuse(self, status: int, reason: str, path: str, detail: str, retry: bool) -> None:
+        """Answer in the service's error shape, with uvicorn's default headers (the date, the
+        security headers), and close."""
+        body = orjson.dumps(error_body(path, detail))
+        head = [f"HTTP/1.1 {status} {reason}".encode()]
+        head += [name + b": " + value for name, value in self.server_state.default_headers]
+        head += [
+            b"content-type: application/json",
+            b"content-length: %d" % len(body),
+            b"connection: close",
+        ]
+        if retry:
+            head.append(b"retry-after: 1")
+        self.transport.write(b"\r\n".join(head) + b"\r\n\r\n" + body)
         self.transport.close()
