@@ -27,8 +27,12 @@ document.addEventListener("securitypolicyviolation", (e) => {
 """
 
 
+# Debian's package, other distributions' name, and Google's build (GitHub's runners have it).
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+
+
 def chromium_binary() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser")
+    return next(filter(None, map(shutil.which, BROWSERS)), None)
 
 
 class Browser:
