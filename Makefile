@@ -11,6 +11,10 @@ MODEL_DIR ?= models
 
 PROJECT_VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -n 1)
 GIT_SHA := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+# Provenance recorded by training in the image, as local training records it: the full commit
+# and whether tracked files had changes.
+GIT_COMMIT := $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+GIT_DIRTY := $(shell git status --porcelain --untracked-files=no >/dev/null 2>&1 && { test -z "$$(git status --porcelain --untracked-files=no)" && echo false || echo true; })
 IMAGE ?= sklearn-serve
 TRAIN_IMAGE ?= $(IMAGE)-train
 REGISTRY ?=
@@ -20,7 +24,7 @@ MODELS_PATH ?= $(CURDIR)/models
 # These machines have no Docker bridge network: builds need the host's. Harmless elsewhere.
 DOCKER_BUILD_FLAGS ?= --network host
 COMPOSE ?= docker compose
-BUILD_ARGS = --build-arg VERSION=$(PROJECT_VERSION) --build-arg REVISION=$(GIT_SHA) \
+BUILD_ARGS = --build-arg VERSION=$(PROJECT_VERSION) --build-arg REVISION=$(GIT_COMMIT) \
 	--build-arg CREATED=$$(date -u +%Y-%m-%dT%H:%M:%SZ) \
 	--build-arg SOURCE=$$(git remote get-url origin 2>/dev/null || echo local)
 
@@ -99,7 +103,7 @@ build: ## build the serving images (ONNX, and -sklearn) and the training image, 
 		-t $(IMAGE):$(PROJECT_VERSION) -t $(IMAGE):$(GIT_SHA) -t $(IMAGE):latest .
 	docker build $(DOCKER_BUILD_FLAGS) $(BUILD_ARGS) -f Dockerfile --target sklearn \
 		-t $(IMAGE):$(PROJECT_VERSION)-sklearn -t $(IMAGE):$(GIT_SHA)-sklearn -t $(IMAGE):latest-sklearn .
-	docker build $(DOCKER_BUILD_FLAGS) $(BUILD_ARGS) -f Dockerfile.train \
+	docker build $(DOCKER_BUILD_FLAGS) $(BUILD_ARGS) --build-arg DIRTY=$(GIT_DIRTY) -f Dockerfile.train \
 		-t $(TRAIN_IMAGE):$(PROJECT_VERSION) -t $(TRAIN_IMAGE):$(GIT_SHA) -t $(TRAIN_IMAGE):latest .
 
 # The context is a tar of exactly what the image needs plus the one version, so the rest of
@@ -111,15 +115,21 @@ build-model: ## bake one model into a serving image: NAME=.. VERSION=.. [RUNTIME
 		deploy/docker service modelstore models/README.md models/$(NAME)/$(VERSION) \
 	| docker build $(DOCKER_BUILD_FLAGS) $(BUILD_ARGS) -f Dockerfile --build-arg MODEL=models/$(NAME)/$(VERSION) \
 		$(if $(filter sklearn,$(RUNTIME)),--target sklearn) \
+		--label org.sklearn-serve.model.name=$(NAME) --label org.sklearn-serve.model.version=$(VERSION) \
+		--label org.sklearn-serve.model.metadata-sha256=$$(sha256sum models/$(NAME)/$(VERSION)/metadata.json | cut -d' ' -f1) \
 		-t $(IMAGE):$(NAME)-$(VERSION)$(if $(filter sklearn,$(RUNTIME)),-sklearn) \
 		-t $(IMAGE):$(NAME)-$(VERSION)-$(GIT_SHA)$(if $(filter sklearn,$(RUNTIME)),-sklearn) -
 
-push: ## push the tags of the three images to REGISTRY=host/namespace
+push: ## push the three images' tags, and every baked-model image (make build-model), to REGISTRY=host/namespace
 	@test -n "$(REGISTRY)" || { echo "usage: make push REGISTRY=registry.example.com/team"; exit 2; }
 	for tag in $(PROJECT_VERSION) $(GIT_SHA) latest; do \
 		for image in $(IMAGE):$$tag $(IMAGE):$$tag-sklearn $(TRAIN_IMAGE):$$tag; do \
 			docker tag $$image $(REGISTRY)/$$image && docker push $(REGISTRY)/$$image || exit 1; \
 		done; \
+	done
+	for image in $$(docker images --filter label=org.sklearn-serve.model.name \
+			--format '{{.Repository}}:{{.Tag}}' $(IMAGE)); do \
+		docker tag $$image $(REGISTRY)/$$image && docker push $(REGISTRY)/$$image || exit 1; \
 	done
 
 # A path as the training container sees it: inside the checkout under /workspace; anywhere
@@ -132,7 +142,7 @@ train: ## train in the training image into ./models: CONFIG=file.toml, or DATA=f
 	@for f in $(CONFIG) $(DATA); do test -f "$$f" || { echo "make train: $$f not found"; exit 2; }; done
 	@docker image inspect $(TRAIN_IMAGE):latest >/dev/null 2>&1 || $(MAKE) --no-print-directory build
 	mkdir -p "$(MODELS_PATH)"
-	docker run --rm --network none --user $(TRAIN_USER) -e GIT_COMMIT=$(GIT_SHA) \
+	docker run --rm --network none --user $(TRAIN_USER) -e GIT_COMMIT=$(GIT_COMMIT) -e GIT_DIRTY=$(GIT_DIRTY) \
 		-v "$(MODELS_PATH)":/models -v "$(CURDIR)":/workspace:ro -w /workspace \
 		$(if $(CONFIG),$(call mount_outside,$(CONFIG))) $(if $(DATA),$(call mount_outside,$(DATA))) \
 		$(TRAIN_IMAGE):latest $(if $(CONFIG),--config $(call in_container,$(CONFIG))) \

@@ -15,8 +15,10 @@ from modelstore.store import (
     ModelRef,
     ModelStore,
     ModelStoreError,
+    SeveralModelsError,
     StoreWriteError,
     VerificationError,
+    VersionInUseError,
     sha256_file,
 )
 
@@ -32,8 +34,10 @@ __all__ = [
     "ModelRef",
     "ModelStore",
     "ModelStoreError",
+    "SeveralModelsError",
     "StoreWriteError",
     "VerificationError",
+    "VersionInUseError",
     "class_key",
     "sha256_file",
 ]

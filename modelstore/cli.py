@@ -19,6 +19,7 @@ from modelstore.store import (
     ModelStore,
     ModelStoreError,
     StoreWriteError,
+    VersionInUseError,
     recorded_files,
 )
 
@@ -277,7 +278,19 @@ def prune(store: ModelStore, name: str, keep: int, yes: bool) -> int:
         if answer not in ("y", "yes"):
             print("nothing removed")
             return EXIT_BAD_INPUT
+    removed, served = [], []
     for version in doomed:
-        store.remove(ModelRef(name, version, store.root / name / str(version)))
-    print(f"removed {name} versions {listing}; kept {', '.join(map(str, versions[-keep:]))}")
+        try:
+            store.remove(ModelRef(name, version, store.root / name / str(version)))
+            removed.append(version)
+        except VersionInUseError:
+            served.append(version)
+    kept = sorted(set(versions) - set(removed))
+    done = f"removed {name} versions {', '.join(map(str, removed))}" if removed else "removed none"
+    print(f"{done}; kept {', '.join(map(str, kept))}")
+    if served:
+        print(
+            f"kept {name} version(s) {', '.join(map(str, served))}: a running server holds "
+            "them (stop it or move it to a newer version, then prune again)"
+        )
     return 0

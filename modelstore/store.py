@@ -54,6 +54,19 @@ class StoreLockedError(StoreWriteError):
     """Another process has held the model's lock for longer than LOCK_TIMEOUT_SECONDS."""
 
 
+class SeveralModelsError(ModelNotFoundError):
+    """No model named, and the store holds several: the caller says how to choose one."""
+
+    def __init__(self, root: Path, names: list[str]) -> None:
+        super().__init__(f"several models in {root} ({', '.join(names)}): set MODEL_NAME")
+        self.root = root
+        self.names = names
+
+
+class VersionInUseError(ModelStoreError):
+    """A running server holds the version: removing it would break that server's restarts."""
+
+
 class VerificationError(ModelStoreError):
     """A version exists but cannot be trusted: bad metadata, wrong checksum, version skew."""
 
@@ -121,9 +134,7 @@ class ModelStore:
             if not names:
                 raise ModelNotFoundError(f"no models in {self.root}")
             if len(names) > 1:
-                raise ModelNotFoundError(
-                    f"several models in {self.root} ({', '.join(names)}): set MODEL_NAME"
-                )
+                raise SeveralModelsError(self.root, names)
             name = names[0]
         check_name(name)
         versions = self.versions(name)
@@ -213,13 +224,43 @@ class ModelStore:
             problems.append(f"{ref.path / extra} is not recorded in the metadata")
         return problems
 
+    def hold(self, ref: ModelRef) -> IO[bytes]:
+        """Mark a version as served for as long as the returned file stays open: a shared lock
+        on its metadata file, which `remove` will not take from a live server. flock works
+        across processes and containers on one host and needs only read access, so a store
+        mounted read-only can be held too."""
+        path = ref.path / METADATA_FILE
+        try:
+            handle = path.open("rb")
+        except FileNotFoundError:
+            raise ModelNotFoundError(f"{ref.path} was removed") from None
+        except OSError as exc:
+            raise VerificationError(f"cannot read {path}: {_reason(exc)}") from None
+        fcntl.flock(handle, fcntl.LOCK_SH)
+        try:
+            same = os.fstat(handle.fileno()).st_ino == os.stat(path).st_ino
+        except OSError:
+            same = False
+        if not same:  # removed between the open and the lock
+            handle.close()
+            raise ModelNotFoundError(f"{ref.path} was removed")
+        return handle
+
     def remove(self, ref: ModelRef) -> None:
         """Delete one version atomically: under the model's lock it is renamed out of sight
-        (a reader sees it whole or not at all), then the hidden copy is deleted."""
+        (a reader sees it whole or not at all), then the hidden copy is deleted. A version a
+        running server holds (see `hold`) is refused with VersionInUseError."""
         folder = self.root / ref.name
         hidden = folder / f"{_REMOVED_PREFIX}{ref.version}-{uuid.uuid4().hex[:8]}"
         try:
-            with _locked(folder):
+            with _locked(folder), (ref.path / METADATA_FILE).open("rb") as metadata:
+                try:
+                    # Held through the rename, so no server can begin to hold it meanwhile.
+                    fcntl.flock(metadata, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    raise VersionInUseError(
+                        f"{ref.name} version {ref.version} is being served by a running server"
+                    ) from None
                 os.rename(ref.path, hidden)
                 _fsync_dir(folder)
         except OSError as exc:
@@ -328,6 +369,8 @@ class ModelStore:
                 info = ArtifactInfo(file=REPORT_FILE, sha256=sha256_bytes(page), bytes=len(page))
                 metadata = metadata.model_copy(update={"report": info})
             _write_durably(staging / METADATA_FILE, metadata_json(metadata))
+            # Read back by the readers' own code: a version nothing could read never lands.
+            read_metadata(staging)
             target = folder / str(version)
             os.rename(staging, target)  # atomic; under the lock the target cannot exist
             _fsync_dir(folder)
@@ -407,6 +450,17 @@ def _remove_if_unused(folder: Path) -> None:
         pass  # another publisher is using it, or it is already gone
 
 
+def _remove_if_old(entry: Path) -> None:
+    """A staging folder with no owner file, removed once it is a day old; another publisher
+    may delete it first (then there is nothing left to do)."""
+    try:
+        old = time.time() - entry.stat().st_mtime > 86400
+    except OSError:
+        return
+    if old:
+        shutil.rmtree(entry, ignore_errors=True)
+
+
 def _write_durably(path: Path, data: bytes) -> None:
     with path.open("xb") as handle:
         handle.write(data)
@@ -467,7 +521,6 @@ def _remove_stale_staging(folder: Path) -> None:
                     shutil.rmtree(entry, ignore_errors=True)
                     owner.unlink(missing_ok=True)
             except FileNotFoundError:
-                if time.time() - entry.stat().st_mtime > 86400:
-                    shutil.rmtree(entry, ignore_errors=True)
+                _remove_if_old(entry)
             except OSError:
                 continue  # locked: a publish in progress

@@ -15,7 +15,7 @@ import math
 import os
 import re
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -23,8 +23,15 @@ from typing import Any, TextIO
 from pydantic import TypeAdapter, ValidationError
 
 from modelstore import Feature, LoadedModel, class_key
-from service.predictor import Predictor, Table, make_predictor
-from service.schema import feature_type
+from service.predictor import (
+    NON_FINITE_REASON,
+    NonFinitePredictionError,
+    Predictor,
+    Table,
+    check_finite,
+    make_predictor,
+)
+from service.schema import category_message, feature_type
 
 # What training reads as a missing value: pandas' default markers (and the empty cell).
 MISSING_MARKERS = frozenset(
@@ -124,10 +131,11 @@ class BatchScorer:
     ) -> Summary:
         summary = Summary()
         try:
-            handle = source.open(newline="", encoding="utf-8")
+            # utf-8-sig: a byte-order mark (Excel writes one) is not part of the first name.
+            handle = source.open(newline="", encoding="utf-8-sig")
         except OSError as exc:
             raise ScoringError(f"cannot read {source}: {exc.strerror}") from None
-        with handle:
+        with handle, _text_errors(source):
             reader = csv.reader(handle)
             header = next(reader, None)
             if header is None:
@@ -139,7 +147,7 @@ class BatchScorer:
                     f"{source} already has columns named {', '.join(clash)}: rename them, "
                     "the output adds its predictions under those names"
                 )
-            with _written_on_success(out) as scored, _written_on_success(rejects) as refused:
+            with _written_on_success(out, rejects) as (scored, refused):
                 writer, reject_writer = csv.writer(scored), csv.writer(refused)
                 writer.writerow([*header, *self.prediction_columns])
                 reject_writer.writerow(["row", "reason", *header])
@@ -192,6 +200,8 @@ class BatchScorer:
             except ValidationError as exc:
                 for error in exc.errors(include_url=False, include_context=False):
                     message = error["msg"]
+                    if error["type"] == "literal_error":
+                        message = category_message(feature.categories or ())
                     if error["input"] is None:
                         message = "missing, but it had no missing values in training"
                     reasons.setdefault(int(error["loc"][0]), f"{feature.name}: {message}")
@@ -205,6 +215,15 @@ class BatchScorer:
         if kept_rows:
             table = Table(dict(zip(self.names, kept, strict=True)), len(kept_rows))
             output = self.predictor.compute(table)
+            try:
+                check_finite(output)
+            except NonFinitePredictionError as exc:  # as /predict refuses them: rejected
+                overflowed = set(exc.rows)
+                positions = good if good is not None else list(range(len(chunk)))
+                for row in exc.rows:
+                    reasons[positions[row]] = NON_FINITE_REASON
+                keep = [i for i in range(len(kept_rows)) if i not in overflowed]
+                kept_rows, output = [kept_rows[i] for i in keep], output[keep]
             writer.writerows(_with_answers(kept_rows, output, self.label_texts))
         bad = sorted(reasons)
         reject_writer.writerows([start + i, reasons[i], *chunk[i]] for i in bad)
@@ -271,18 +290,47 @@ def _list_of(item: Any) -> Any:
 
 
 @contextmanager
-def _written_on_success(path: Path) -> Iterator[TextIO]:
-    """Write into a hidden file beside `path`; rename it into place only on success."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+def _text_errors(source: Path) -> Iterator[None]:
+    """A file that is not UTF-8 text is one line and exit 2, never a traceback."""
     try:
-        handle = temporary.open("w", newline="", encoding="utf-8")
-    except OSError as exc:
-        raise ScoringError(f"cannot write {path}: {exc.strerror}") from None
+        yield
+    except UnicodeDecodeError as exc:
+        raise ScoringError(
+            f"{source} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} cannot be read "
+            "as UTF-8): save it as UTF-8 and score it again"
+        ) from None
+    except csv.Error as exc:
+        raise ScoringError(f"{source} is not a CSV file this can read: {exc}") from None
+
+
+@contextmanager
+def _written_on_success(*paths: Path) -> Iterator[list[TextIO]]:
+    """Write into hidden files beside `paths`; rename them into place only once every one is
+    whole (flushed to disk), so they appear together or not at all."""
+    temporaries = [p.with_name(f".{p.name}.{os.getpid()}.tmp") for p in paths]
+    handles: list[TextIO] = []
+    renamed: list[Path] = []
+    current = paths[0]
     try:
-        with handle:
-            yield handle
-        os.replace(temporary, path)
+        for path, temporary in zip(paths, temporaries, strict=True):
+            current = path
+            handles.append(temporary.open("w", newline="", encoding="utf-8"))
+        yield handles
+        for path, handle in zip(paths, handles, strict=True):
+            current = path
+            handle.flush()
+            os.fsync(handle.fileno())
+        for path, temporary in zip(paths, temporaries, strict=True):
+            current = path
+            os.replace(temporary, path)
+            renamed.append(path)
     except OSError as exc:
-        raise ScoringError(f"cannot write {path}: {exc.strerror}") from None
+        for path in renamed:  # one landed and the next could not: take it back
+            path.unlink(missing_ok=True)
+        raise ScoringError(f"cannot write {current}: {exc.strerror}") from None
     finally:
-        temporary.unlink(missing_ok=True)
+        for handle in handles:
+            with suppress(OSError):
+                handle.close()
+        for temporary in temporaries:
+            temporary.unlink(missing_ok=True)

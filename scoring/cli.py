@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from modelstore import ModelStoreError
+from modelstore import ModelStoreError, SeveralModelsError
 from scoring.batch import BatchScorer, ScoringError, Summary
 from service.loading import RuntimeUnavailableError, load_model
 from service.settings import Settings
@@ -67,6 +67,13 @@ def main(argv: list[str] | None = None) -> int:
         loaded = load_model(settings)
         markers = [m for m in args.missing_values.split(",") if m]
         scorer = BatchScorer(loaded, markers, args.unknown_categories == "accept")
+    except SeveralModelsError as exc:
+        print(
+            f"error: several models in {exc.root} ({', '.join(exc.names)}): choose one with "
+            "--model NAME[:VERSION]",
+            file=sys.stderr,
+        )
+        return EXIT_BAD_INPUT
     except (ModelStoreError, RuntimeUnavailableError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

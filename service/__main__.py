@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import signal
+
+# SIGHUP rotates keys once the server is up; until then it must not kill the process (its
+# default action), so it is ignored before anything slow, the imports below included.
+signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
 import gc
 import logging
 import os
-import signal
 import sys
 import tempfile
 from types import FrameType
@@ -19,6 +24,7 @@ from service.headers import SECURITY_HEADERS
 from service.loading import load_model
 from service.logs import configure_logging
 from service.settings import SettingsError, load_settings
+from service.workers import Supervisor
 
 log = logging.getLogger("service")
 
@@ -73,13 +79,20 @@ def main() -> int:
     os.environ["MODEL_VERSION"] = str(loaded.ref.version)
     del loaded  # the supervisor never predicts: it keeps no copy of the model
     gc.collect()
-    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="service-metrics-"))
-    uvicorn.run(
+    metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    made = not metrics_dir
+    if not metrics_dir:
+        metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(
+            prefix="service-metrics-"
+        )
+    config = uvicorn.Config(
         "service.app:create_worker_app",
         factory=True,
         workers=settings.workers,
         **common,  # type: ignore[arg-type]
     )
+    # uvicorn's own supervisor, changed where it failed users (see service.workers).
+    Supervisor(config, [config.bind_socket()], metrics_dir, remove_metrics_dir=made).run()
     return 0
 
 

@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException
 
 from modelstore import LoadedModel
 from service import __version__
+from service.connections import PROBES, Limits
 from service.connections import configure as configure_connections
 from service.docs import mount_docs
 from service.errors import ServiceError, handle_http_exception, handle_service_error
@@ -26,7 +27,7 @@ from service.metrics import Metrics, multiprocess_dir
 from service.middleware import RequestContext
 from service.openapi import openapi_builder
 from service.protocols import mount_protocol_routes
-from service.routes import mount_predict, router
+from service.routes import mount_predict, mount_probe_options, router
 from service.runtime import Runtime
 from service.settings import Settings, load_settings
 
@@ -45,7 +46,17 @@ PREDICTION_PATHS = frozenset(
 def create_app(settings: Settings | None = None, model: LoadedModel | None = None) -> FastAPI:
     """Build the app; the lifespan loads and verifies the model unless one is passed in."""
     settings = settings or load_settings()
-    configure_connections(settings.header_timeout, settings.body_timeout, settings.max_connections)
+    configure_connections(
+        Limits(
+            header_timeout=settings.header_timeout,
+            body_timeout=settings.body_timeout,
+            write_timeout=settings.write_timeout,
+            max_connections=settings.max_connections,
+            max_request_line=settings.max_request_line,
+            max_header_bytes=settings.max_header_bytes,
+            keepalive_timeout=settings.keepalive_timeout,
+        )
+    )
     metrics = Metrics()
 
     @asynccontextmanager
@@ -95,6 +106,9 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
     mount_predict(app)
     mount_protocol_routes(app)
     mount_docs(app)
+    mount_probe_options(app, sorted(p.decode() for p in PROBES))
+    # Trailing slashes are dropped by the request middleware: never a redirect built from Host.
+    app.router.redirect_slashes = False
     _prediction_routes_first(app)
     app.add_exception_handler(ServiceError, handle_service_error)
     app.add_exception_handler(HTTPException, handle_http_exception)
@@ -113,6 +127,7 @@ def _prediction_routes_first(app: FastAPI) -> None:
 
 def create_worker_app() -> FastAPI:
     """Factory for each uvicorn worker process (WORKERS > 1): set up logging, then the app."""
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the lifespan takes it (see main)
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
     return create_app(settings)

@@ -1,10 +1,15 @@
-"""Slow and greedy clients, handled where uvicorn reads the bytes.
+"""Slow, greedy and stalled clients, handled where uvicorn reads and writes the bytes.
 
 uvicorn bounds only the idle time between keep-alive requests. This protocol (uvicorn's own
-httptools one, extended) also bounds how long a client may take to send a request's headers
-(from its first byte, or from the connection for the first request) and its body, and how many
-connections one process serves: past MAX_CONNECTIONS, requests other than the health probes
-get a 503 with Retry-After in the service's error shape, and the connection is closed.
+httptools one, extended) also bounds:
+- how long a client may take to send a request's headers (from its first byte, or from the
+  connection for the first request) and its body: 408, then close, whatever was received;
+- how large a request line (414) and its headers (431) may be, checked as the bytes arrive,
+  before the parser has buffered more than a read's worth past the limit;
+- how long a client may leave written bytes unread (WRITE_TIMEOUT): the connection is dropped;
+- how many connections one process serves: past MAX_CONNECTIONS, requests other than the
+  health probes get a 503 with Retry-After.
+Every refusal is in the service's error shape, and the connection is closed.
 """
 
 from __future__ import annotations
@@ -15,44 +20,98 @@ from typing import Any
 
 import httptools
 import orjson
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from starlette.requests import ClientDisconnect
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from service.errors import error_body
 
 PROBES = frozenset({b"/health/live", b"/health/ready", b"/v2/health/live", b"/v2/health/ready"})
+# How long an idle connection stays open once the server is stopping (see `shutdown`).
+DRAIN_SECONDS = 1.0
+# Per header line, httptools hands over name and value without ": " and "\r\n".
+_HEADER_OVERHEAD = 4
 
 
 @dataclass
 class Limits:
     header_timeout: float = 10.0
     body_timeout: float = 30.0
+    write_timeout: float = 30.0
     max_connections: int = 1000
+    max_request_line: int = 8192
+    max_header_bytes: int = 65536
+    keepalive_timeout: float = 5.0
 
 
 LIMITS = Limits()
 
 
-def configure(header_timeout: float, body_timeout: float, max_connections: int) -> None:
+def configure(limits: Limits) -> None:
     """Set once per process, before it serves (each worker does it in its own start-up)."""
-    LIMITS.header_timeout = header_timeout
-    LIMITS.body_timeout = body_timeout
-    LIMITS.max_connections = max_connections
+    for name, value in vars(limits).items():
+        setattr(LIMITS, name, value)
+
+
+def path_of(url: bytes) -> str:
+    """The path of a URL as far as it was received (for the error's shape); never raises."""
+    try:
+        path: bytes = httptools.parse_url(url).path or b"/"
+    except (httptools.HttpParserInvalidURLError, ValueError):
+        path = url.split(b"?", 1)[0][:256] or b"/"
+    return path.decode("latin-1")
 
 
 class GuardedProtocol(HttpToolsProtocol):
     _deadline: asyncio.TimerHandle | None = None
+    _write_deadline: asyncio.TimerHandle | None = None
+    _refused = False
+    _reading_head = True  # between a message's end (or the connection) and its headers' end
+    _head_bytes = 0  # bytes received while reading the current head (see data_received)
+    _header_bytes = 0  # exact: the header lines parsed so far
+    _completed = False  # a message ended in the chunk being parsed
+    _draining = False  # the server is shutting down: answer what comes, then close
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
         self._arm(LIMITS.header_timeout, "request headers")
 
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
+        self._completed = False
+        super().data_received(data)
+        if self._refused or not self._reading_head:
+            return
+        # A header still being received is buffered inside httptools, which calls back only
+        # once it is whole: so the bytes themselves are counted. A chunk in which a message
+        # ended also holds bytes of that message: counting starts with the next one.
+        self._head_bytes = 0 if self._completed else self._head_bytes + len(data)
+        if self._head_bytes > LIMITS.max_request_line + LIMITS.max_header_bytes:
+            self._refuse_head()
+
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._reading_head = True
+        self._head_bytes = self._header_bytes = 0
         if self._deadline is None:  # a keep-alive connection's next request
             self._arm(LIMITS.header_timeout, "request headers")
 
+    def on_url(self, url: bytes) -> None:
+        super().on_url(url)
+        if len(self.url) > LIMITS.max_request_line and not self._refused:
+            self._refuse_head()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        super().on_header(name, value)
+        self._header_bytes += len(name) + len(value) + _HEADER_OVERHEAD
+        if self._header_bytes > LIMITS.max_header_bytes and not self._refused:
+            self._refuse_head()
+
     def on_headers_complete(self) -> None:
         self._disarm()
+        self._reading_head = False
+        if self._refused:
+            return
         path = httptools.parse_url(self.url).path
         if len(self.connections) > LIMITS.max_connections and path not in PROBES:
             self._refuse(
@@ -64,16 +123,82 @@ class GuardedProtocol(HttpToolsProtocol):
             )
             return
         super().on_headers_complete()
-        if self.cycle is not None and not self.cycle.response_complete:
-            self._arm(LIMITS.body_timeout, "request body")
+        cycle = self.cycle
+        if cycle is not None and self._draining:
+            cycle.keep_alive = False
+        if cycle is not None:
+            cycle.send = _stop_when_gone(cycle, self.transport)  # type: ignore[method-assign]
+            if not cycle.response_complete:
+                self._arm(LIMITS.body_timeout, "request body")
+
+    def on_body(self, body: bytes) -> None:
+        if not self._refused:
+            super().on_body(body)
 
     def on_message_complete(self) -> None:
+        self._reading_head = True
+        self._completed = True
+        if self._refused:
+            return
         self._disarm()
         super().on_message_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        self._disarm_write()
         super().connection_lost(exc)
+
+    def shutdown(self) -> None:
+        """The server is stopping (SIGTERM, or a worker replaced on SIGHUP). uvicorn closes an
+        idle keep-alive connection at once, under a client that may be sending its next
+        request at that moment: that request would be lost. Here the client gets DRAIN_SECONDS
+        to send one, which is answered with `Connection: close`; then the connection closes."""
+        self._draining = True
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            cycle.keep_alive = False
+            return
+        self._unset_keepalive_if_required()
+        self.timeout_keep_alive_task = self.loop.call_later(
+            min(DRAIN_SECONDS, LIMITS.keepalive_timeout), self.timeout_keep_alive_handler
+        )
+
+    # -- writing --------------------------------------------------------------------------------
+
+    def pause_writing(self) -> None:
+        """The client stopped taking bytes: it has WRITE_TIMEOUT to take some again."""
+        super().pause_writing()
+        if self._write_deadline is None:
+            self._write_deadline = self.loop.call_later(LIMITS.write_timeout, self._stalled)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._disarm_write()
+
+    def timeout_keep_alive_handler(self) -> None:
+        # close() waits for unsent bytes, forever if the client never reads: drop them instead.
+        if self.transport.get_write_buffer_size():
+            self.transport.abort()
+        else:
+            super().timeout_keep_alive_handler()
+
+    def send_400_response(self, msg: str) -> None:
+        """What httptools cannot parse (an unknown method, a malformed line) gets a 400 in the
+        service's shape too, rather than uvicorn's plain text."""
+        url = getattr(self, "url", b"")
+        self._refuse(400, "Bad Request", path_of(url[:1024]), "invalid HTTP request")
+
+    def _stalled(self) -> None:
+        self._write_deadline = None
+        if not self.transport.is_closing() or self.transport.get_write_buffer_size():
+            self.transport.abort()
+
+    def _disarm_write(self) -> None:
+        if self._write_deadline is not None:
+            self._write_deadline.cancel()
+            self._write_deadline = None
+
+    # -- deadlines and refusals -----------------------------------------------------------------
 
     def _arm(self, seconds: float, what: str) -> None:
         self._disarm()
@@ -90,17 +215,39 @@ class GuardedProtocol(HttpToolsProtocol):
         if self.transport.is_closing():
             return
         cycle = self.cycle
-        if cycle is None or not cycle.response_started:
+        if cycle is None or not cycle.response_started or cycle.response_complete:
             url = getattr(self, "url", b"")  # set when a request's first bytes arrive
-            path = httptools.parse_url(url).path.decode("latin-1") if url else "/"
             detail = f"{what} not received within {seconds:g} s"
-            self._refuse(408, "Request Timeout", path, detail, retry=False)
+            self._refuse(408, "Request Timeout", path_of(url[:1024]), detail)
             return
         self.transport.close()
 
-    def _refuse(self, status: int, reason: str, path: str, detail: str, retry: bool) -> None:
+    def _refuse_head(self) -> None:
+        """414 while the request line is still arriving, 431 once headers are; a head that
+        follows an unfinished answer (pipelining) cannot be answered in order: dropped."""
+        if self.cycle is not None and not self.cycle.response_complete:
+            self._refused = True
+            self.transport.abort()
+            return
+        path = path_of(self.url[:1024])
+        if not self.headers and len(self.url) > LIMITS.max_request_line:
+            limit = LIMITS.max_request_line
+            detail = f"the request target is longer than MAX_REQUEST_LINE ({limit} bytes)"
+            self._refuse(414, "URI Too Long", path, detail)
+            return
+        detail = (
+            f"the request's headers are larger than MAX_HEADER_BYTES ({LIMITS.max_header_bytes} "
+            "bytes)"
+        )
+        self._refuse(431, "Request Header Fields Too Large", path, detail)
+
+    def _refuse(
+        self, status: int, reason: str, path: str, detail: str, retry: bool = False
+    ) -> None:
         """Answer in the service's error shape, with uvicorn's default headers (the date, the
-        security headers), and close."""
+        security headers), and close. Nothing more this connection sends is parsed."""
+        self._refused = True
+        self._disarm()
         body = orjson.dumps(error_body(path, detail))
         head = [f"HTTP/1.1 {status} {reason}".encode()]
         head += [name + b": " + value for name, value in self.server_state.default_headers]
@@ -113,3 +260,24 @@ class GuardedProtocol(HttpToolsProtocol):
             head.append(b"retry-after: 1")
         self.transport.write(b"\r\n".join(head) + b"\r\n\r\n" + body)
         self.transport.close()
+
+
+def _stop_when_gone(cycle: RequestResponseCycle, transport: Any) -> Any:
+    """The cycle's `send`, raising ClientDisconnect once the client has gone (the request
+    middleware counts it as 499), where uvicorn's own would write to a closed transport and
+    fail with a RuntimeError (a 500 and a traceback in the log)."""
+    send = RequestResponseCycle.send
+
+    async def send_or_stop(message: Any) -> None:
+        if transport.is_closing() and message["type"] == "http.response.body":
+            cycle.disconnected = True
+            raise ClientDisconnect
+        try:
+            await send(cycle, message)
+        except RuntimeError:
+            if not transport.is_closing():
+                raise
+            cycle.disconnected = True
+            raise ClientDisconnect from None
+
+    return send_or_stop

@@ -20,7 +20,7 @@ import numpy as np
 from modelstore import Metadata
 from modelstore.metadata import FeatureProfile
 from modelstore.profile import Binner, psi
-from service.metrics import Metrics
+from service.metrics import Metrics, multiprocess_dir
 from service.predictor import Table
 
 BLOCKS: Final = 10
@@ -30,9 +30,11 @@ MIN_ROWS: Final = 100
 
 
 def bin_labels(profile: FeatureProfile) -> list[str]:
-    """Prometheus-style: a number bin by its upper edge (`le`), a category bin by its name."""
+    """A number bin by its index from the lowest (its edges are training statistics, in the
+    keyed metadata's profile); a category bin by its name, which the open request schema
+    lists anyway."""
     if profile.edges is not None:
-        return [f"{edge:.10g}" for edge in profile.edges] + ["+Inf"]  # as stored: unique
+        return [str(index) for index in range(len(profile.edges) + 1)]
     return [*(profile.categories or []), "(other)"]
 
 
@@ -61,8 +63,12 @@ class DriftMonitor:
             )
             for p in metadata.profile
         ]
+        # "Not enough values yet": NaN in one process. With several, each worker's gauge is
+        # combined by taking the largest, and NaN compares false both ways (one quiet worker's
+        # NaN would hide the others' values), so there it is -Inf, the largest-of identity.
+        self._no_value = -math.inf if multiprocess_dir() else math.nan
         for feature in self._features:
-            feature.psi.set(math.nan)
+            feature.psi.set(self._no_value)
         self._window_gauge = metrics.drift_window_rows
         self._block_rows = max(window // BLOCKS, 1)
         width = max(f.binner.bins for f in self._features)
@@ -129,4 +135,4 @@ class DriftMonitor:
         for index, feature in enumerate(self._features):
             counts = live[index, : feature.binner.bins]
             enough = counts.sum() >= MIN_ROWS
-            feature.psi.set(psi(feature.reference, counts) if enough else math.nan)
+            feature.psi.set(psi(feature.reference, counts) if enough else self._no_value)

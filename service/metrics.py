@@ -63,7 +63,8 @@ class Metrics:
         # Drift (service/drift.py): label sets are the model's features by at most 12 bins.
         self.feature_values = Counter(
             "model_feature_values",
-            "live values of a feature by training-profile bin (le: upper edge, or a category)",
+            "live values of a feature by training-profile bin (a number bin by its index from the "
+            "lowest, edges in the keyed metadata; a category bin by its name)",
             ["feature", "bin"],
             registry=r,
         )

@@ -9,17 +9,21 @@ import re
 import time
 from typing import Any
 
+import orjson
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.errors import error_body
 from service.metrics import Metrics
 
 log = logging.getLogger("service.request")
 _ids = random.Random()  # noqa: S311  (request ids correlate logs; they guard nothing)
 _PLAIN_ROUTES: dict[Any, str] = {}
 _GOOD_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-_INTERNAL_ERROR = b'{"detail":"internal server error"}'
-_SHUTTING_DOWN = b'{"detail":"server shutting down: the request was cut at the shutdown deadline"}'
+_INTERNAL_ERROR = "internal server error"
+_SHUTTING_DOWN = "server shutting down: the request was cut at the shutdown deadline"
+# Methods the routes answer; any other is one label value, so a client cannot mint series.
+_METHODS = frozenset({"GET", "HEAD", "POST", "OPTIONS"})
 # nginx's code for a client that closed the connection before the answer: not a server error.
 CLIENT_CLOSED = 499
 
@@ -36,7 +40,17 @@ class RequestContext:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        path: str = scope["path"]
+        if len(path) > 1 and path.endswith("/"):
+            # `/model/` is `/model`: answered here rather than redirected, since a redirect
+            # would be built from the client's Host header.
+            scope["path"] = path = path.rstrip("/") or "/"
         request_id = _request_id(scope)
+        method: str = scope["method"]
+        if method == "HEAD":
+            # HEAD is GET without the body (uvicorn drops it, reading its own scope's method):
+            # every GET route answers it, the probes load balancers send included.
+            scope = {**scope, "method": "GET"}
         id_header = (b"x-request-id", request_id.encode())
         status = 500
         response_started = False
@@ -53,31 +67,31 @@ class RequestContext:
             await self.app(scope, receive, send_with_id)
         except ClientDisconnect:
             status = CLIENT_CLOSED
-            log.info(
-                "client disconnected before its request was read", extra={"request_id": request_id}
-            )
+            log.info("client disconnected before the answer", extra={"request_id": request_id})
         except asyncio.CancelledError:
             # uvicorn cancels what is still running at the end of SHUTDOWN_TIMEOUT. Answer in
             # our own shape and end quietly: re-raising would make uvicorn log a traceback.
             status = 503
             if not response_started:
-                await _send_error(send, id_header, 503, _SHUTTING_DOWN, close=True)
+                await _send_error(send, id_header, 503, path, _SHUTTING_DOWN, close=True)
         except Exception:
             # Full detail goes to the log only; the client learns nothing about internals.
             log.exception("unhandled error", extra={"request_id": request_id})
             status = 500
             if not response_started:
-                await _send_error(send, id_header, 500, _INTERNAL_ERROR)
+                await _send_error(send, id_header, 500, path, _INTERNAL_ERROR)
         finally:
             seconds = time.perf_counter() - started
             route = _route(scope)
-            self.metrics.observe_request(scope["method"], route, status, seconds)
+            self.metrics.observe_request(
+                method if method in _METHODS else "other", route, status, seconds
+            )
             log.info(
                 "request",
                 extra={
                     "request_id": request_id,
-                    "method": scope["method"],
-                    "path": scope["path"],
+                    "method": method[:16],
+                    "path": path[:256],
                     "status": status,
                     "duration_ms": round(seconds * 1000, 3),
                 },
@@ -117,8 +131,15 @@ def _route(scope: Scope) -> str:
 
 
 async def _send_error(
-    send: Send, id_header: tuple[bytes, bytes], status: int, body: bytes, close: bool = False
+    send: Send,
+    id_header: tuple[bytes, bytes],
+    status: int,
+    path: str,
+    detail: str,
+    close: bool = False,
 ) -> None:
+    """In the shape of the protocol the path belongs to, as every other error."""
+    body = orjson.dumps(error_body(path, detail))
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),

@@ -20,17 +20,25 @@ import math
 from typing import Annotated, Any, Literal, NotRequired, Union
 
 import numpy as np
-from pydantic import Discriminator, Field, Strict, Tag, TypeAdapter, ValidationError
+from pydantic import Discriminator, Field, Tag, TypeAdapter, ValidationError
 
 from modelstore import Feature, Metadata
 from service.predictor import Table
-from service.schema import MAX_MAGNITUDE, feature_type, typed_dict
+from service.schema import (
+    MAX_MAGNITUDE,
+    BatchTooLargeError,
+    categories_text,
+    feature_type,
+    typed_dict,
+)
 from service.tensors import (
     InferRequest,
     OutputJson,
     RequestedOutput,
+    Shape,
     Tensor,
     TensorError,
+    check_fits,
     decode_request,
     elements,
     encode_response,
@@ -55,10 +63,6 @@ _VECTOR_FROM = 64
 _MATRIX = "a [rows, features] tensor"
 # The datatypes a single tensor may have: what every feature of an all-numeric model accepts.
 _MATRIX_TYPES = ("FP64", "FP32", "FP16", *sorted(INTEGER_TYPES))
-
-
-class BatchTooLargeError(Exception):
-    """More rows than MAX_BATCH_SIZE: 413, as on the native API."""
 
 
 def label_datatype(classes: list[Any]) -> str:
@@ -173,7 +177,7 @@ class TensorModel:
             matrix = inputs[0]
             data = matrix["data"]
             data = flatten(data) if data and type(data[0]) is list else data
-            if len(data) != math.prod(matrix["shape"]):
+            if len(data) != math.prod(matrix["shape"]) or not _fits(matrix, data):
                 return None
             tensor = Tensor(matrix["name"], matrix["datatype"], matrix["shape"], data)
             table = self._from_matrix(tensor)  # its faults are the general path's, word for word
@@ -193,6 +197,8 @@ class TensorModel:
                 return None
             if len(shape) == 2 and shape[1] != 1:
                 return None
+            if not _fits(item, data):
+                return None
             if rows != shape[0]:
                 if rows >= 0:
                     return None
@@ -206,15 +212,12 @@ class TensorModel:
         """A request schema with each feature's tensor typed like the native instance field,
         and, for an all-numeric model, one untyped [rows, features] tensor (checked at once by
         `_from_matrix`). Each input goes to its schema by name, without trying the others."""
-        shape = Annotated[
-            list[Annotated[int, Strict(), Field(ge=0)]], Field(min_length=1, max_length=2)
-        ]
         members: list[Any] = []
         for feature in self.features:
             fields = {
                 "name": Literal[feature.name],
                 "datatype": Literal[ACCEPTED_TYPES[feature.type]],
-                "shape": shape,
+                "shape": Shape,
                 "data": _list_of(feature_type(feature, self.accept_unknown)),
                 "parameters": NotRequired[dict[str, Any]],
             }
@@ -224,7 +227,7 @@ class TensorModel:
             fields = {
                 "name": str,
                 "datatype": Literal[_MATRIX_TYPES],
-                "shape": shape,
+                "shape": Shape,
                 "data": list[Any],
                 "parameters": NotRequired[dict[str, Any]],
             }
@@ -306,7 +309,10 @@ class TensorModel:
 
     def _plain_matrix(self, data: Any, n: int, width: int) -> Table | None:
         """Finite, bounded numbers (whole ones in integer columns), checked all at once."""
-        values = np.asarray(data, dtype=np.float64).reshape(n, width)
+        try:
+            values = np.asarray(data, dtype=np.float64).reshape(n, width)
+        except OverflowError:  # an integer beyond float64: the column checks name it
+            return None
         if not (np.abs(values) <= MAX_MAGNITUDE).all():  # NaN and infinity fail this too
             return None
         whole = values[:, self.integer_columns]
@@ -382,6 +388,15 @@ class TensorModel:
             values: list[Any] = output.tolist()
             return values
         return [self.classes[i] for i in output.argmax(axis=1).tolist()]
+
+
+def _fits(item: dict[str, Any], data: list[Any]) -> bool:
+    """Whether a tensor's values fit its datatype; if not, the general path names the fault."""
+    try:
+        check_fits(item["name"], item["datatype"], data)
+    except TensorError:
+        return False
+    return True
 
 
 def _list_of(item: Any) -> Any:
@@ -488,10 +503,9 @@ class ColumnCheck:
             elif self.accept_unknown:
                 continue  # encoded as unseen by the pipeline, and counted by the runtime
             else:
-                shown = ", ".join(sorted(known)[:20])
                 raise TensorError(
                     f"{_where(tensor, column)} row {row}: {value[:100]!r} is not a category "
-                    f"seen in training ({shown})"
+                    f"seen in training ({categories_text(known)})"
                 )
         return out if out is not None else values
 

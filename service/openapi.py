@@ -82,7 +82,7 @@ def openapi_builder(app: FastAPI) -> Callable[[], dict[str, Any]]:
 
 def _native(schema: dict[str, Any], runtime: Runtime) -> None:
     accept = runtime.settings.unknown_categories == "accept"
-    _, components = openapi_components(runtime.loaded.metadata, runtime.validator, accept)
+    _, components = openapi_components(runtime.loaded.metadata, runtime.validator.adapter, accept)
     components["Error"] = ERROR_SCHEMA
     schema.setdefault("components", {}).setdefault("schemas", {}).update(components)
     paths = schema["paths"]
@@ -355,7 +355,8 @@ def _v2_components(runtime: Runtime, value_schemas: dict[str, Any]) -> dict[str,
                 "outputs": {"type": "array", "items": {"$ref": "#/components/schemas/V2Tensor"}},
                 "parameters": {"type": "object"},
             },
-            "examples": [model.metadata_response()],
+            # The answer itself is keyed: an example of it only where anyone may read it.
+            **({} if runtime.keys.required else {"examples": [model.metadata_response()]}),
         },
         "V2Tensor": {
             "type": "object",

@@ -47,6 +47,13 @@ class Table:
         return cls(joined, sum(t.rows for t in tables))
 
 
+# Why a row whose prediction overflowed is refused: the same words on every route and in scoring.
+NON_FINITE_REASON = (
+    "the model's prediction for this instance is not a finite number: its values are beyond "
+    "what the model can handle"
+)
+
+
 class NonFinitePredictionError(Exception):
     """The model produced NaN or infinity for these rows (inputs beyond what it can handle)."""
 

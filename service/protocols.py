@@ -11,23 +11,21 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, FastAPI, Request
-from pydantic import ValidationError
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.responses import Response
 
 from service import __version__
+from service.bodies import check_body_headers, read_body
 from service.errors import (
     BadRequestError,
     NotFoundError,
     PayloadTooLargeError,
-    UnsupportedMediaTypeError,
     json_response,
 )
-from service.oip import BatchTooLargeError
 from service.predictor import NonFinitePredictionError, Table
-from service.routes import read_body, runtime_of
+from service.routes import runtime_of
 from service.runtime import Runtime
-from service.schema import error_details, is_oversize_batch
+from service.schema import BatchTooLargeError, InstancesError
 from service.tensors import HEADER_LENGTH, TensorError
 
 router = APIRouter()
@@ -53,32 +51,6 @@ def served(request: Request, check_version: bool = True) -> Runtime:
             f"this server serves version {ref['version']}"
         )
     return runtime
-
-
-def check_body_type(request: Request) -> str | None:
-    """JSON, or the binary extension's octet stream; no compressed bodies. Returns the
-    Inference-Header-Content-Length, if sent. One pass over the raw headers: this runs on every
-    inference request, and each `Headers.get` is a scan of its own."""
-    content_type = encoding = header_length = None
-    for key, value in request.scope["headers"]:
-        if key == b"content-type":
-            content_type = value.decode("latin-1")
-        elif key == b"content-encoding":
-            encoding = value.decode("latin-1").strip().lower()
-        elif key == _HEADER_LENGTH:
-            header_length = value.decode("latin-1").strip()
-    if encoding not in (None, "", "identity"):
-        raise UnsupportedMediaTypeError(
-            f"Content-Encoding {encoding} is not supported: send the body uncompressed"
-        )
-    if content_type is not None:
-        media = content_type.split(";", 1)[0].strip().lower()
-        if media not in _OPEN_MEDIA and not media.endswith("+json"):
-            raise UnsupportedMediaTypeError(
-                "Content-Type must be application/json (or application/octet-stream with "
-                f"Inference-Header-Content-Length), not {media or 'empty'}"
-            )
-    return header_length
 
 
 # -- Open Inference Protocol v2 -------------------------------------------------------------
@@ -123,7 +95,7 @@ async def infer(request: Request) -> Response:
     """POST /v2/models/{name}[/versions/{version}]/infer, a plain route as /predict is."""
     runtime = served(request)
     runtime.authorize(request.headers)
-    header_length = check_body_type(request)
+    header_length = check_body_headers(request, binary=True)
     body = await read_body(request, runtime.settings.max_body_bytes)
     model = runtime.tensors
     try:
@@ -195,7 +167,7 @@ async def v1_predict(request: Request) -> Response:
     order. The predictions are labels or values, as KServe's sklearn server answers."""
     runtime = served(request)
     runtime.authorize(request.headers)
-    check_body_type(request)
+    check_body_headers(request)
     body = await read_body(request, runtime.settings.max_body_bytes)
     try:
         payload = orjson.loads(body)
@@ -208,14 +180,14 @@ async def v1_predict(request: Request) -> Response:
     as_objects = [_as_object(item, index, names) for index, item in enumerate(instances)]
     try:
         checked = runtime.validator.validate_python({"instances": as_objects})
-    except ValidationError as exc:
-        if is_oversize_batch(exc):
-            raise PayloadTooLargeError(
-                f"{len(instances)} instances is more than MAX_BATCH_SIZE "
-                f"({runtime.settings.max_batch_size})"
-            ) from None
-        raise BadRequestError(error_text(error_details(exc, runtime.nullable))) from None
-    output = await _run(runtime, Table.from_instances(checked["instances"], names))
+    except BatchTooLargeError:
+        raise PayloadTooLargeError(
+            f"{len(instances)} instances is more than MAX_BATCH_SIZE "
+            f"({runtime.settings.max_batch_size})"
+        ) from None
+    except InstancesError as exc:
+        raise BadRequestError(error_text(exc.details)) from None
+    output = await _run(runtime, Table.from_instances(checked, names))
     return json_response(200, {"predictions": runtime.tensors.labels_or_values(output)})
 
 

@@ -2,24 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
 
 import orjson
 from fastapi import APIRouter, FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from prometheus_client import CONTENT_TYPE_LATEST
-from pydantic import ValidationError
 from starlette.responses import Response
 
+from service.bodies import check_body_headers, read_body
 from service.errors import (
     InvalidBodyError,
     NotReadyError,
     PayloadTooLargeError,
-    UnsupportedMediaTypeError,
     json_response,
 )
 from service.predictor import NonFinitePredictionError, Table
 from service.runtime import Runtime
-from service.schema import error_details, is_oversize_batch, non_finite_details
+from service.schema import BatchTooLargeError, InstancesError, non_finite_details
 
 router = APIRouter()
 
@@ -32,47 +32,20 @@ def runtime_of(request: Request) -> Runtime:
     return runtime
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """Read at most `limit` bytes, refusing early on Content-Length and again while streaming."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLargeError(f"body larger than MAX_BODY_BYTES ({limit} bytes)")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLargeError(f"body larger than MAX_BODY_BYTES ({limit} bytes)")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def check_content_type(request: Request) -> None:
-    content_type = request.headers.get("content-type")
-    if content_type is None:
-        return  # clients that send no type still get their body parsed as JSON
-    media = content_type.split(";", 1)[0].strip().lower()
-    if media != "application/json" and not media.endswith("+json"):
-        raise UnsupportedMediaTypeError(
-            f"Content-Type must be application/json, not {media or 'empty'}"
-        )
-
-
 async def predict(request: Request) -> Response:
     """POST /predict, mounted as a plain Starlette route (see `mount_predict`)."""
     runtime = runtime_of(request)
     runtime.authorize(request.headers)
-    check_content_type(request)
+    check_body_headers(request)
     body = await read_body(request, runtime.settings.max_body_bytes)
     try:
-        payload: dict[str, Any] = runtime.validator.validate_json(body)
-    except ValidationError as exc:
-        if is_oversize_batch(exc):
-            raise PayloadTooLargeError(
-                f"batch larger than MAX_BATCH_SIZE ({runtime.settings.max_batch_size} instances)"
-            ) from None
-        raise InvalidBodyError(error_details(exc, runtime.nullable)) from None
-    instances = payload["instances"]
+        instances = runtime.validator.validate_json(body)
+    except BatchTooLargeError:
+        raise PayloadTooLargeError(
+            f"batch larger than MAX_BATCH_SIZE ({runtime.settings.max_batch_size} instances)"
+        ) from None
+    except InstancesError as exc:
+        raise InvalidBodyError(exc.details) from None
     table = Table.from_instances(instances, runtime.predictor.feature_names)
     try:
         output = await runtime.run(table)
@@ -83,6 +56,17 @@ async def predict(request: Request) -> Response:
         orjson.dumps({"model": runtime.model_ref, "predictions": predictions}),
         media_type="application/json",
     )
+
+
+async def probe_options(request: Request) -> Response:
+    """Load balancers probe with HEAD (every GET route answers it, see the request middleware)
+    and sometimes OPTIONS."""
+    return Response(status_code=204, headers={"allow": "GET, HEAD, OPTIONS"})
+
+
+def mount_probe_options(app: FastAPI, paths: list[str]) -> None:
+    for path in paths:
+        app.router.add_route(path, probe_options, methods=["OPTIONS"], include_in_schema=False)
 
 
 def mount_predict(app: FastAPI) -> None:
@@ -112,7 +96,14 @@ async def ready(request: Request) -> Response:
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
 async def metrics(request: Request) -> Response:
-    runtime = getattr(request.app.state, "runtime", None)
+    state = request.app.state
+    runtime = getattr(state, "runtime", None)
     if runtime is not None and runtime.drift is not None:
         runtime.drift.fold()  # the rows since the last fold, so the gauges are current
-    return Response(request.app.state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+    # Rendered in a thread, one render at a time: scrapes that arrive meanwhile share it, so
+    # neither a slow render nor many scrapers hold the event loop.
+    pending: asyncio.Future[bytes] | None = getattr(state, "scrape", None)
+    if pending is None or pending.done():
+        pending = state.scrape = asyncio.ensure_future(run_in_threadpool(state.metrics.exposition))
+    body = await asyncio.shield(pending)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -8,7 +8,6 @@ from typing import Any
 
 import numpy as np
 import orjson
-from pydantic import TypeAdapter
 from starlette.datastructures import Headers
 
 from modelstore import LoadedModel
@@ -19,7 +18,7 @@ from service.keys import KeyRing
 from service.metrics import Metrics
 from service.oip import TensorModel
 from service.predictor import Predictor, Table, check_finite, make_predictor
-from service.schema import request_adapter
+from service.schema import InstancesValidator
 from service.settings import Settings
 
 
@@ -28,8 +27,7 @@ class Runtime:
     settings: Settings
     loaded: LoadedModel
     predictor: Predictor
-    validator: TypeAdapter[Any]
-    nullable: frozenset[str]
+    validator: InstancesValidator
     metrics: Metrics
     keys: KeyRing
     model_ref: dict[str, Any]
@@ -61,8 +59,7 @@ class Runtime:
             settings=settings,
             loaded=loaded,
             predictor=predictor,
-            validator=request_adapter(meta, settings.max_batch_size, accept),
-            nullable=frozenset(f.name for f in meta.features if f.nullable),
+            validator=InstancesValidator(meta, settings.max_batch_size, accept),
             metrics=metrics,
             keys=KeyRing(settings.api_keys(), settings.api_key_file),
             model_ref={"name": meta.name, "version": meta.version},
@@ -106,18 +103,21 @@ class Runtime:
         """Accept `Authorization: Bearer <key>` or `X-API-Key: <key>`: any configured key.
 
         Every key a request offers must be right: a wrong Bearer beside a right X-API-Key (or the
-        other way round) is refused, so which header a proxy or client adds never matters. An
+        other way round, or a second X-API-Key) is refused, so which header a proxy or client
+        adds never matters. An
         empty header (some proxies add one) counts as not offered.
         """
         if not self.keys.required:
             return
         offered = []
-        api_key = headers.get("x-api-key", "").strip()
-        if api_key:
-            offered.append(api_key)
-        scheme, _, credential = headers.get("authorization", "").partition(" ")
-        if scheme.lower() == "bearer" and credential.strip():
-            offered.append(credential.strip())
+        # Every value of each header counts: a proxy may add one, a client another.
+        for api_key in headers.getlist("x-api-key"):
+            if api_key.strip():
+                offered.append(api_key.strip())
+        for authorization in headers.getlist("authorization"):
+            scheme, _, credential = authorization.partition(" ")
+            if scheme.lower() == "bearer" and credential.strip():
+                offered.append(credential.strip())
         if not offered:
             raise UnauthorizedError(
                 "missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key'"

@@ -8,12 +8,16 @@ second validation of the response.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Annotated, Any, Literal, NotRequired
 
+import orjson
 from pydantic import BeforeValidator, ConfigDict, Field, Strict, TypeAdapter, ValidationError
+from pydantic_core import ErrorDetails
 from typing_extensions import TypedDict
 
 from modelstore import Feature, Metadata, class_key
+from service.predictor import NON_FINITE_REASON
 
 # The largest magnitude a number or integer feature may have. The compiled graph computes in
 # float32 (largest 3.4e38), and a linear model scales, weighs and sums its inputs: far beyond
@@ -40,6 +44,20 @@ Integer = Annotated[
 ]
 Boolean = Annotated[bool, Strict()]
 MAX_REPORTED_ERRORS = 50
+MAX_SHOWN_CATEGORIES = 20
+
+
+def categories_text(known: Iterable[str]) -> str:
+    """The categories an error names: the first few in order and how many more, so one bad zip
+    code never answers with thousands of them."""
+    ordered = sorted(known)
+    shown = ", ".join(repr(c) for c in ordered[:MAX_SHOWN_CATEGORIES])
+    more = len(ordered) - MAX_SHOWN_CATEGORIES
+    return shown + (f" and {more} more" if more > 0 else "")
+
+
+def category_message(known: Iterable[str]) -> str:
+    return f"Input should be a category seen in training: {categories_text(known)}"
 
 
 def typed_dict(name: str, fields: dict[str, Any], extra: str = "forbid") -> Any:
@@ -83,16 +101,135 @@ def request_adapter(
     return TypeAdapter(request)
 
 
-def is_oversize_batch(exc: ValidationError) -> bool:
-    return any(e["type"] == "too_long" and e["loc"] == ("instances",) for e in exc.errors())
+class BatchTooLargeError(Exception):
+    """More instances than MAX_BATCH_SIZE: 413 on every route."""
 
 
-def error_details(exc: ValidationError, nullable: frozenset[str]) -> list[dict[str, Any]]:
-    """FastAPI's 422 shape, with `loc` as body, instances, index, field; never the input."""
+class InstancesError(Exception):
+    """Instances that fail the contract; `details` in FastAPI's 422 shape."""
+
+    def __init__(self, details: list[dict[str, Any]]) -> None:
+        super().__init__(details)
+        self.details = details
+
+
+# Bodies up to this size are parsed and checked in one pass; a larger one is parsed first, then
+# checked in slices, stopping at the first slice that fails. Every fault costs the event loop
+# microseconds to describe, and a body of nothing but faults holds one every few bytes: so the
+# cost of a refused body stays that of one slice, however large the body.
+ONE_PASS_BYTES = 16_384
+_ERRORS_PER_SLICE = 2048
+
+
+class InstancesValidator:
+    """`{"instances": [...]}` checked against the model's contract, at a bounded cost."""
+
+    def __init__(self, metadata: Metadata, max_batch_size: int, accept_unknown: bool) -> None:
+        self.adapter = request_adapter(metadata, max_batch_size, accept_unknown)
+        self.max_batch_size = max_batch_size
+        self.nullable = frozenset(f.name for f in metadata.features if f.nullable)
+        # The most keys an instance may have: each feature and each column training ignored.
+        self.max_keys = len(metadata.features) + len(metadata.ignored_columns)
+        self.slice = max(1, _ERRORS_PER_SLICE // self.max_keys)
+        self.categories = {
+            f.name: f.categories for f in metadata.features if f.type == "string" and f.categories
+        }
+
+    def validate_json(self, body: bytes) -> list[dict[str, Any]]:
+        if len(body) <= ONE_PASS_BYTES:
+            try:
+                instances: list[dict[str, Any]] = self.adapter.validate_json(body)["instances"]
+            except ValidationError as exc:
+                raise self._failure(exc, 0) from None
+            return instances
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            payload = None  # not JSON to orjson (NaN tokens too): pydantic names the fault
+        if payload is None:
+            try:
+                checked: list[dict[str, Any]] = self.adapter.validate_json(body)["instances"]
+            except ValidationError as exc:
+                raise self._failure(exc, 0) from None
+            return checked
+        return self.validate_python(payload)
+
+    def validate_python(self, payload: Any) -> list[dict[str, Any]]:
+        """The parsed body, checked slice by slice after a look at its outline."""
+        if not isinstance(payload, dict) or set(payload) != {"instances"}:
+            return self._one_pass(payload)
+        instances = payload["instances"]
+        if not isinstance(instances, list):
+            return self._one_pass(payload)
+        if len(instances) > self.max_batch_size:
+            raise BatchTooLargeError(len(instances))
+        crowded = [
+            _too_many_keys(index, len(item), self.max_keys)
+            for index, item in enumerate(instances)
+            if isinstance(item, dict) and len(item) > self.max_keys
+        ]
+        if crowded:
+            raise InstancesError(crowded[:MAX_REPORTED_ERRORS])
+        checked: list[dict[str, Any]] = []
+        for start in range(0, max(len(instances), 1), self.slice):
+            part = {"instances": instances[start : start + self.slice]}
+            try:
+                checked += self.adapter.validate_python(part)["instances"]
+            except ValidationError as exc:
+                raise self._failure(exc, start) from None
+        return checked
+
+    def _one_pass(self, payload: Any) -> list[dict[str, Any]]:
+        """A body whose outline is wrong: its top-level faults, as few as its keys."""
+        if isinstance(payload, dict) and len(payload) > MAX_REPORTED_ERRORS:
+            extra = [k for k in payload if k != "instances"][:MAX_REPORTED_ERRORS]
+            raise InstancesError(
+                [
+                    {"type": "extra_forbidden", "loc": ["body", k[:100]], "msg": _EXTRA}
+                    for k in extra
+                ]
+            )
+        try:
+            checked: list[dict[str, Any]] = self.adapter.validate_python(payload)["instances"]
+        except ValidationError as exc:
+            raise self._failure(exc, 0) from None
+        return checked
+
+    def _failure(self, exc: ValidationError, offset: int) -> Exception:
+        errors = exc.errors(include_url=False, include_context=False)
+        if any(e["type"] == "too_long" and e["loc"] == ("instances",) for e in errors):
+            return BatchTooLargeError()
+        return InstancesError(error_details(errors, self.nullable, offset, self.categories))
+
+
+_EXTRA = "Extra inputs are not permitted"
+
+
+def _too_many_keys(index: int, keys: int, allowed: int) -> dict[str, Any]:
+    return {
+        "type": "too_many_fields",
+        "loc": ["body", "instances", index],
+        "msg": f"{keys} fields, but this model takes at most {allowed} (its features and the "
+        "columns it ignores)",
+    }
+
+
+def error_details(
+    errors: list[ErrorDetails],
+    nullable: frozenset[str],
+    offset: int = 0,
+    categories: dict[str, list[str]] | None = None,
+) -> list[dict[str, Any]]:
+    """FastAPI's 422 shape, with `loc` as body, instances, index, field; never the input.
+    `offset` is the index of the first instance the errors count from."""
     details = []
-    for error in exc.errors(include_url=False, include_context=False):
+    for error in errors:
         message = error["msg"]
         value, loc = error.get("input"), error["loc"]
+        if offset and len(loc) >= 2 and isinstance(loc[1], int):
+            loc = (loc[0], loc[1] + offset, *loc[2:])
+        if error["type"] == "literal_error" and categories and loc[-1] in categories:
+            message = category_message(categories[str(loc[-1])])
         if isinstance(value, float) and math.isnan(value) and len(loc) >= 3:
             # pandas writes a gap as NaN; the API wants null, and only where training saw gaps.
             if loc[2] in nullable:
@@ -110,8 +247,7 @@ def non_finite_details(rows: list[int]) -> list[dict[str, Any]]:
         {
             "type": "non_finite_prediction",
             "loc": ["body", "instances", row],
-            "msg": "the model's prediction for this instance is not a finite number: "
-            "its values are beyond what the model can handle",
+            "msg": NON_FINITE_REASON,
         }
         for row in rows[:MAX_REPORTED_ERRORS]
     ]

@@ -60,6 +60,17 @@ class Settings(BaseSettings):
     body_timeout: float = Field(
         30.0, gt=0, description="seconds a client may take to send a request's body"
     )
+    write_timeout: float = Field(
+        30.0,
+        gt=0,
+        description="seconds a client may leave the answer unread before the connection is dropped",
+    )
+    max_request_line: int = Field(
+        8192, ge=256, description="bytes of a request's target (path and query); past it, 414"
+    )
+    max_header_bytes: int = Field(
+        65536, ge=1024, description="bytes of a request's headers together; past them, 431"
+    )
     keepalive_timeout: float = Field(
         5.0, gt=0, description="seconds an idle keep-alive connection stays open"
     )

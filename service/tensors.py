@@ -34,6 +34,19 @@ NUMPY_TYPES: dict[str, str] = {
 DATATYPES = (*NUMPY_TYPES, "BYTES")
 HEADER_LENGTH = "inference-header-content-length"
 _LENGTH = struct.Struct("<I")
+# A tensor here is rank 1 or 2, and no dimension can reach this: shapes are bounded before any
+# arithmetic on them, so no shape costs time or memory to check.
+MAX_DIMENSION = 2**31 - 1
+Shape = Annotated[
+    list[Annotated[int, Strict(), Field(ge=0, le=MAX_DIMENSION)]], Field(min_length=1, max_length=2)
+]
+# The JSON numbers each datatype can hold: (low, high, whole numbers only).
+_FITS: dict[str, tuple[float, float, bool]] = {
+    name: (int(np.iinfo(dtype).min), int(np.iinfo(dtype).max), True)
+    for name, dtype in NUMPY_TYPES.items()
+    if name.startswith(("INT", "UINT"))
+}
+_FITS["FP16"] = (-65504, 65504, False)
 
 
 class TensorError(Exception):
@@ -75,7 +88,7 @@ class InferRequest(NamedTuple):
 class _TensorJson(TypedDict):
     name: Annotated[str, Field(min_length=1)]
     datatype: Literal[DATATYPES]  # type: ignore[valid-type]
-    shape: Annotated[list[Annotated[int, Strict(), Field(ge=0)]], Field(min_length=1)]
+    shape: Shape
     data: NotRequired[list[Any]]
     parameters: NotRequired[dict[str, Any]]
 
@@ -143,7 +156,7 @@ def _describe(exc: ValidationError) -> str:
 
 
 def _header_length(value: str, body_size: int) -> int:
-    if not value.isdigit():
+    if not (value.isascii() and value.isdigit() and len(value) <= 12):
         raise TensorError("Inference-Header-Content-Length must be a whole number of bytes")
     length = int(value)
     if not 0 < length <= body_size:
@@ -170,6 +183,7 @@ def _decode_input(item: _TensorJson, binary: bytes, offset: int) -> tuple[Tensor
             raise TensorError(
                 f"input '{name}': shape {shape} holds {size} elements but 'data' has {len(data)}"
             )
+        check_fits(name, item["datatype"], data)
     return Tensor(name, item["datatype"], shape, data), offset
 
 
@@ -185,6 +199,39 @@ def _binary_input(item: _TensorJson, binary_size: Any, size: int, rest: bytes) -
             f"{len(rest)} bytes of binary data are left"
         )
     return _from_bytes(rest[:binary_size], item["datatype"], size, where)
+
+
+def check_fits(name: str, datatype: str, data: list[Any]) -> None:
+    """JSON numbers must fit the datatype they are declared as: an INT8 tensor holds whole
+    numbers from -128 to 127, as a binary one could. Other kinds of value (text, booleans,
+    null) are left to the feature's own check, which names what it expects."""
+    fits = _FITS.get(datatype)
+    if fits is None:
+        return
+    low, high, whole = fits
+    for index, value in enumerate(data):
+        kind = type(value)
+        if kind is int:
+            if low <= value <= high:
+                continue
+        elif kind is float:
+            if whole:
+                if value.is_integer() and low <= value <= high:
+                    continue
+            elif value != value or low <= value <= high:  # NaN: a missing value
+                continue
+        else:
+            continue
+        what = "a whole number " if whole else "a number "
+        raise TensorError(
+            f"input '{name}' element {index}: {_short(value)} does not fit {datatype} "
+            f"({what}from {low} to {high})"
+        )
+
+
+def _short(value: Any) -> str:
+    text = repr(value) if type(value) is float else str(value)[:40]
+    return text if len(text) < 40 else text[:20] + "..."
 
 
 def flatten(nested: list[Any]) -> list[Any]:
@@ -241,7 +288,11 @@ def requested_outputs(
     if outputs is None:
         return None
     requested = []
+    names: set[str] = set()
     for item in outputs:
+        if item["name"] in names:  # each output once: a repeated name would multiply the answer
+            raise TensorError(f"output '{item['name'][:100]}' is requested twice")
+        names.add(item["name"])
         binary = item.get("parameters", {}).get("binary_data", binary_default)
         if type(binary) is not bool:
             raise TensorError(f"output '{item['name']}': 'binary_data' must be true or false")

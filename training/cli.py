@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import re
@@ -61,7 +62,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--skip-if-present",
         action="store_true",
-        help="do nothing if the store already holds a model (for compose's first start)",
+        help="do nothing if the store already holds a version of the model this would train "
+        "(for compose's first start)",
     )
     return parser.parse_args(argv)
 
@@ -137,6 +139,12 @@ def train(config: TrainingConfig, models_dir: Path) -> tuple[Metadata, Path]:
         f"scoring on {len(y_test)} held-out rows",
         lambda: score(pipeline, X_test, y_test, dataset.task),
     )
+    undefined = sorted(k for k, v in metrics.items() if not math.isfinite(v))
+    if undefined:
+        raise TrainingError(
+            f"the {len(y_test)} held-out rows give no {', '.join(undefined)}; add rows or raise "
+            "test_size; nothing published"
+        )
     check_gate(config.gate, metrics)
     compiled = step(
         "compiling to ONNX and checking it on every row",
@@ -214,7 +222,22 @@ def train(config: TrainingConfig, models_dir: Path) -> tuple[Metadata, Path]:
     return store.load(ref).metadata, ref.path
 
 
+# r2 (regression) is undefined on fewer than two held-out rows.
+MIN_HELD_OUT = {"regression": 2, "classification": 1}
+
+
 def split(dataset: Dataset, config: TrainingConfig) -> tuple[Any, Any, Any, Any]:
+    """The train and held-out rows; too few held out for the task's metrics is refused here,
+    before the fit, with the smallest test_size that works."""
+    held_out = math.ceil(config.test_size * dataset.rows)
+    needed = MIN_HELD_OUT[dataset.task]
+    if held_out < needed:
+        smallest = math.floor((needed - 1) / dataset.rows * 1000 + 1) / 1000
+        raise TrainingError(
+            f"test_size {config.test_size:g} holds out {held_out} of {dataset.rows} rows, and "
+            f"{dataset.task} metrics need at least {needed}: set test_size to {smallest:g} or "
+            "more, or add rows"
+        )
     stratify = None
     if dataset.task == "classification":
         _, counts = np.unique(dataset.y, return_counts=True)
@@ -263,7 +286,8 @@ def runtime_environment() -> dict[str, str]:
 
 
 def git_info() -> GitInfo:
-    """The commit the code came from; images pass it in as GIT_COMMIT since they have no .git."""
+    """The commit the code came from, and whether tracked files had changes; images have no
+    .git, so the build passes both in (GIT_COMMIT, GIT_DIRTY), recorded the same way."""
     root = PACKAGE_DIR.parent
     try:
         commit = subprocess.run(
@@ -284,7 +308,8 @@ def git_info() -> GitInfo:
         ).stdout
         return GitInfo(commit=commit, dirty=bool(status.strip()))
     except (OSError, subprocess.SubprocessError):
-        return GitInfo(commit=os.environ.get("GIT_COMMIT") or None, dirty=None)
+        dirty = {"true": True, "false": False}.get(os.environ.get("GIT_DIRTY", ""))
+        return GitInfo(commit=os.environ.get("GIT_COMMIT") or None, dirty=dirty)
 
 
 def summary(metadata: Metadata, path: Path) -> str:
@@ -306,15 +331,22 @@ def summary(metadata: Metadata, path: Path) -> str:
     return "\n".join(f"  {k.ljust(width)}  {v}" for k, v in rows)
 
 
+def _has_versions(models_dir: Path, name: str) -> bool:
+    try:
+        return bool(ModelStore(models_dir).versions(name))
+    except OSError:
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.skip_if_present and any(
-        ModelStore(args.models_dir).versions(n) for n in ModelStore(args.models_dir).names()
-    ):
-        print(f"{args.models_dir} already holds a model; not training", file=sys.stderr)
-        return 0
     try:
         config = resolve_config(args)
+        if args.skip_if_present and config.name and _has_versions(args.models_dir, config.name):
+            print(
+                f"{args.models_dir} already holds {config.name}; not training", file=sys.stderr
+            )
+            return 0
         metadata, path = train(config, args.models_dir)
     except QualityGateError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -117,7 +117,12 @@ def convert(pipeline: Any, features: list[Feature], task: str) -> bytes:
         model = convert_sklearn(
             prepared, name="pipeline", initial_types=inputs, options=options, target_opset=OPSET
         )
-    graph: bytes = model.SerializeToString()
+    # skl2onnx lists the operator domains it used in the order of a set: sorted, so the same
+    # fit gives the same bytes in every run.
+    ordered = sorted(model.opset_import, key=lambda entry: (entry.domain, entry.version))
+    del model.opset_import[:]
+    model.opset_import.extend(ordered)
+    graph: bytes = model.SerializeToString(deterministic=True)
     return graph
 
 

@@ -276,7 +276,7 @@ def _page(report: Report, meta: Metadata) -> str:
         f"<title>{e(title)}: training report</title><style>{_STYLE}</style></head><body>",
         f"<h1>{e(title)}</h1>",
         f'<p class="muted">{e(meta.task)} of <code>{e(meta.target)}</code> with '
-        f"{e(meta.estimator)}, trained {e(meta.created_at.isoformat())}</p>",
+        f"{e(meta.estimator)}</p>",
         "<h2>Held-out metrics</h2>",
         _table(
             ["metric", "value"],
@@ -383,7 +383,6 @@ def _essentials(meta: Metadata) -> list[tuple[str, str]]:
     rows = [
         ("name", meta.name),
         ("version", str(meta.version)),
-        ("created", meta.created_at.isoformat()),
         ("data", f"{meta.data.source} ({meta.data.rows} rows)"),
         ("data sha256", meta.data.sha256),
         ("model file", f"{meta.artifact.file} ({meta.artifact.bytes} bytes)"),

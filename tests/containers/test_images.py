@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
+import re
 import shutil
 import time
 import uuid
@@ -13,6 +16,7 @@ from typing import Any
 import httpx2
 import pytest
 
+from tests.conftest import train
 from tests.containers.conftest import (
     IMAGE,
     TRAIN_IMAGE,
@@ -252,6 +256,15 @@ def test_baked_model_image_needs_no_volume(
         timeout=900,
     )
     baked = f"{IMAGE}:penguins-1"
+    labels = json.loads(must("docker", "inspect", baked))[0]["Config"]["Labels"]
+    assert labels["org.sklearn-serve.model.name"] == "penguins"
+    assert labels["org.sklearn-serve.model.version"] == "1"
+    assert (
+        labels["org.sklearn-serve.model.metadata-sha256"]
+        == hashlib.sha256(
+            (penguins_store / "penguins" / "1" / "metadata.json").read_bytes()
+        ).hexdigest()
+    )
     port = free_port()
     name = start_container(baked, container_names, port)
     wait_ready(name, port)
@@ -296,7 +309,9 @@ def make_train(models: Path, uid: int, gid: int) -> None:
     )
 
 
-def test_make_train_writes_a_version_owned_by_the_caller(images: Images, tmp_path: Path) -> None:
+def test_make_train_writes_a_version_owned_by_the_caller(
+    images: Images, tmp_path: Path, penguins_store: Path
+) -> None:
     models = tmp_path / "models"
     models.mkdir()
     uid, gid = (4321, 4321) if os.geteuid() == 0 else (os.getuid(), os.getgid())
@@ -307,13 +322,26 @@ def test_make_train_writes_a_version_owned_by_the_caller(images: Images, tmp_pat
     for path in (version, version / "model.joblib", version / "metadata.json"):
         assert (path.stat().st_uid, path.stat().st_gid) == (uid, gid)
     meta = json.loads((version / "metadata.json").read_text())
-    assert meta["git"]["commit"]  # passed in, since the image has no .git
+    # Passed in (the image has no .git), recorded as local training records it.
+    assert re.fullmatch(r"[0-9a-f]{40}", meta["git"]["commit"]), meta["git"]
+    assert isinstance(meta["git"]["dirty"], bool), meta["git"]
     assert meta["onnx"]["verified"]  # the training image compiles and checks the graph too
     assert (version / "model.onnx").stat().st_uid == uid
     make_train(models, uid, gid)
     assert sorted(
         p.name for p in (models / "penguins").iterdir() if not p.name.startswith(".")
     ) == ["1", "2"]
+    # The same data, config and seed: the same bytes, in the image as on the host.
+    files = ("model.joblib", "model.onnx", "report.html")
+    first = {f: hashlib.sha256((version / f).read_bytes()).hexdigest() for f in files}
+    second = {
+        f: hashlib.sha256((models / "penguins" / "2" / f).read_bytes()).hexdigest() for f in files
+    }
+    local = penguins_store / "penguins" / "1"
+    here = {f: hashlib.sha256((local / f).read_bytes()).hexdigest() for f in files[:2]}
+    print(f"\ntrained twice in the image: {first}; on the host: {here}")
+    assert first == second
+    assert {f: first[f] for f in files[:2]} == here
 
 
 def test_compose_up_waits_healthy_serves_and_cleans_up(
@@ -350,6 +378,20 @@ def test_compose_up_waits_healthy_serves_and_cleans_up(
         assert sorted(
             p.name for p in (context / "models" / "penguins").iterdir() if p.name.isdigit()
         ) == ["1"]
+        # Another model trained into ./models: the api still knows which one it serves.
+        assert train(context / "models", "--name", "other") == 0
+        world_readable_in_place(context / "models")
+        restarted = run(*compose, "restart", "api", cwd=context, timeout=300, **env)
+        assert restarted.returncode == 0, restarted.stderr
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError, ValueError):
+                if predict(port, penguin_example)["model"]["name"] == "penguins":
+                    break
+            time.sleep(0.5)
+        else:
+            logs = run(*compose, "logs", "--no-color", "--tail", "20", "api", cwd=context, **env)
+            raise AssertionError(f"the api did not come back: {logs.stdout}")
     finally:
         down = run(*compose, "down", "--remove-orphans", cwd=context, timeout=300, **env)
     assert down.returncode == 0, down.stderr
@@ -357,6 +399,29 @@ def test_compose_up_waits_healthy_serves_and_cleans_up(
         "docker", "ps", "-a", "-q", "--filter", f"label=com.docker.compose.project={project}"
     )
     assert left.strip() == ""
+
+
+def world_readable_in_place(root: Path) -> None:
+    for path in [root, *root.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+
+
+@pytest.mark.parametrize(
+    ("env", "published"),
+    [
+        ({}, "8000-8009"),
+        ({"PORT": "18111"}, "18111"),
+        ({"PORT": "18111", "PORT_LAST": "18113"}, "18111-18113"),
+    ],
+)
+def test_compose_publishes_whatever_port_is_asked_for(env: dict[str, str], published: str) -> None:
+    config = json.loads(
+        must("docker", "compose", "-f", "compose.yaml", "config", "--format", "json", **env)
+    )
+    (port,) = config["services"]["api"]["ports"]
+    assert str(port["published"]) == published
+    assert port["host_ip"] == "127.0.0.1"
+    assert config["services"]["api"]["environment"]["MODEL_NAME"] == "penguins"
 
 
 def test_hadolint_passes_on_both_dockerfiles() -> None:

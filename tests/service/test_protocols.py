@@ -247,7 +247,11 @@ def test_binary_inputs_with_gaps_as_nan_and_empty_text(
         (lambda t: t[5].update(data=["male", ["x"], "male"]), 400, "expected text, got a list"),
         (lambda t: t[1].update(data=[40.0, "41", 42.0]), 400, "input 'bill_length_mm' row 1"),
         (lambda t: t[1].update(data=[40.0, True, 42.0]), 400, "got a boolean"),
-        (lambda t: t[6].update(data=[2007, 2008.5, 2009]), 400, "row 1: 2008.5 is not a whole"),
+        (
+            lambda t: t[6].update(data=[2007, 2008.5, 2009]),
+            400,
+            "element 1: 2008.5 does not fit INT64 (a whole number",
+        ),
         (lambda t: t[6].update(datatype="FP64", data=[2007.0, 2008.5, 2009.0]), 400, "whole"),
         (lambda t: t[2].update(data=[1e16, 1.0, 1.0]), 400, "row 0: 1e+16 is beyond"),
         (lambda t: t[0].update(datatype="FP32"), 400, "'island' is a string feature"),

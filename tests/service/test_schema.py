@@ -9,7 +9,13 @@ import pytest
 from pydantic import ValidationError
 
 from modelstore import Feature, Metadata
-from service.schema import error_details, is_oversize_batch, openapi_components, request_adapter
+from service.schema import (
+    BatchTooLargeError,
+    InstancesError,
+    InstancesValidator,
+    openapi_components,
+    request_adapter,
+)
 
 
 def metadata(features: list[Feature], example: dict[str, Any], **changes: Any) -> Metadata:
@@ -47,12 +53,13 @@ FEATURES = [
 GOOD = {"size": 1.5, "count": 3, "on": True, "colour name": "red"}
 META = metadata(FEATURES, GOOD)
 ADAPTER = request_adapter(META, max_batch_size=3)
+VALIDATOR = InstancesValidator(META, max_batch_size=3, accept_unknown=False)
 
 
 def errors_for(body: str) -> list[tuple[str, list[Any]]]:
-    with pytest.raises(ValidationError) as caught:
-        ADAPTER.validate_json(body)
-    return [(e["type"], e["loc"]) for e in error_details(caught.value, frozenset({"count"}))]
+    with pytest.raises(InstancesError) as caught:
+        VALIDATOR.validate_json(body.encode())
+    return [(e["type"], e["loc"]) for e in caught.value.details]
 
 
 def test_accepts_a_valid_instance_and_nulls_where_allowed() -> None:
@@ -133,9 +140,8 @@ def test_malformed_bodies(body: str, kind: str) -> None:
 def test_oversize_batch_is_recognised() -> None:
     import json
 
-    with pytest.raises(ValidationError) as caught:
-        ADAPTER.validate_json(json.dumps({"instances": [GOOD] * 4}))
-    assert is_oversize_batch(caught.value)
+    with pytest.raises(BatchTooLargeError):
+        VALIDATOR.validate_json(json.dumps({"instances": [GOOD] * 4}).encode())
 
 
 def test_openapi_components_name_features_and_carry_the_example() -> None:
@@ -161,9 +167,9 @@ def test_a_format_1_training_row_is_never_shown_in_the_docs() -> None:
 
 def test_nan_from_pandas_gets_a_hint_to_send_null() -> None:
     body = '{"instances": [{"size": NaN, "count": NaN, "on": true, "colour name": "red"}]}'
-    with pytest.raises(ValidationError) as caught:
-        ADAPTER.validate_json(body)
-    messages = {e["loc"][-1]: e["msg"] for e in error_details(caught.value, frozenset({"count"}))}
+    with pytest.raises(InstancesError) as caught:
+        VALIDATOR.validate_json(body.encode())
+    messages = {e["loc"][-1]: e["msg"] for e in caught.value.details}
     assert messages["count"].endswith("; send null for a missing value")
     assert messages["size"].endswith("had no missing values in training, so it needs one")
 

@@ -1,0 +1,70 @@
+"""What every route that takes a body accepts of its headers and bytes: one rule for all.
+
+JSON (UTF-8, as RFC 8259 requires), uncompressed, at most MAX_BODY_BYTES; the Open Inference
+Protocol routes also take the binary tensor extension's octet stream with its
+`Inference-Header-Content-Length`.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+
+from service.errors import PayloadTooLargeError, UnsupportedMediaTypeError
+from service.tensors import HEADER_LENGTH
+
+_HEADER_LENGTH = HEADER_LENGTH.encode()
+_UTF8 = frozenset({"utf-8", "utf8"})
+
+
+def check_body_headers(request: Request, binary: bool = False) -> str | None:
+    """415 for a compressed body, another media type or a charset other than UTF-8. Returns
+    the Inference-Header-Content-Length, if sent (only where `binary` allows it). One pass over
+    the raw headers: this runs on every prediction, and each `Headers.get` is a scan."""
+    content_type = encoding = header_length = None
+    for key, value in request.scope["headers"]:
+        if key == b"content-type":
+            content_type = value.decode("latin-1")
+        elif key == b"content-encoding":
+            encoding = value.decode("latin-1").strip().lower()
+        elif key == _HEADER_LENGTH and binary:
+            header_length = value.decode("latin-1").strip()
+    if encoding not in (None, "", "identity"):
+        raise UnsupportedMediaTypeError(
+            f"Content-Encoding {encoding[:40]} is not supported: send the body uncompressed"
+        )
+    if content_type is None:
+        return header_length  # clients that send no type still get their body read as JSON
+    media, _, parameters = content_type.partition(";")
+    media = media.strip().lower()
+    if binary and media == "application/octet-stream":
+        return header_length
+    if media != "application/json" and not media.endswith("+json"):
+        wanted = "application/json"
+        if binary:
+            wanted += " (or application/octet-stream with Inference-Header-Content-Length)"
+        raise UnsupportedMediaTypeError(
+            f"Content-Type must be {wanted}, not {media[:80] or 'empty'}"
+        )
+    for parameter in parameters.split(";"):
+        name, _, charset = parameter.partition("=")
+        charset = charset.strip().strip('"').lower()
+        if name.strip().lower() == "charset" and charset not in _UTF8:
+            raise UnsupportedMediaTypeError(
+                f"charset {charset[:40] or 'empty'} is not supported: JSON is read as UTF-8"
+            )
+    return header_length
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """Read at most `limit` bytes, refusing early on Content-Length and again while streaming."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLargeError(f"body larger than MAX_BODY_BYTES ({limit} bytes)")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLargeError(f"body larger than MAX_BODY_BYTES ({limit} bytes)")
+        chunks.append(chunk)
+    return b"".join(chunks)
