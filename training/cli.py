@@ -62,8 +62,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--skip-if-present",
         action="store_true",
-        help="do nothing if the store already holds a version of the model this would train "
-        "(for compose's first start)",
+        help="do nothing if the store already holds a model (for compose's first start)",
     )
     return parser.parse_args(argv)
 
@@ -331,22 +330,21 @@ def summary(metadata: Metadata, path: Path) -> str:
     return "\n".join(f"  {k.ljust(width)}  {v}" for k, v in rows)
 
 
-def _has_versions(models_dir: Path, name: str) -> bool:
+def _holds_a_model(models_dir: Path) -> bool:
+    store = ModelStore(models_dir)
     try:
-        return bool(ModelStore(models_dir).versions(name))
+        return any(store.versions(name) for name in store.names())
     except OSError:
         return False
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.skip_if_present and _holds_a_model(args.models_dir):
+        print(f"{args.models_dir} already holds a model; not training", file=sys.stderr)
+        return 0
     try:
         config = resolve_config(args)
-        if args.skip_if_present and config.name and _has_versions(args.models_dir, config.name):
-            print(
-                f"{args.models_dir} already holds {config.name}; not training", file=sys.stderr
-            )
-            return 0
         metadata, path = train(config, args.models_dir)
     except QualityGateError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -300,4 +300,4 @@ def test_skip_if_present_trains_only_into_an_empty_store(
     assert ModelStore(models).versions("penguins") == [1]
     assert train(models, "--skip-if-present") == 0
     assert ModelStore(models).versions("penguins") == [1]
-    assert "already holds penguins; not training" in capsys.readouterr().err
+    assert "already holds a model; not training" in capsys.readouterr().err
