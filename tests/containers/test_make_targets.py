@@ -65,11 +65,16 @@ def test_make_up_fails_with_the_api_log_when_it_cannot_start(
     images: Images, penguins_store: Path, tmp_path: Path
 ) -> None:
     context = project_copy(tmp_path / "stack")
-    for name in ("penguins", "herons"):  # two models and no MODEL_NAME: the api cannot choose
+    for name in ("penguins", "herons"):  # two models, and MODEL_NAME names neither
         shutil.copytree(penguins_store / "penguins", context / "models" / name)
     project = f"ssvup{uuid.uuid4().hex[:6]}"
     compose = f"docker compose -p {project} -f compose.yaml -f tests/containers/compose.host.yaml"
-    env = {"TEST_PORT": str(free_port()), "TEST_IMAGE": IMAGE, "TEST_TAG": "latest"}
+    env = {
+        "TEST_PORT": str(free_port()),
+        "TEST_IMAGE": IMAGE,
+        "TEST_TAG": "latest",
+        "MODEL_NAME": "nothere",
+    }
     os.chmod(context / "models", 0o777)
     try:
         up = run(
@@ -87,5 +92,5 @@ def test_make_up_fails_with_the_api_log_when_it_cannot_start(
     output = up.stdout + up.stderr
     assert up.returncode != 0, output
     assert "make up: the api is not healthy" in output
-    assert "several models in /models (herons, penguins): set MODEL_NAME" in output
+    assert "no model named 'nothere' in /models (available: herons, penguins)" in output
     assert down.returncode == 0, down.stderr
