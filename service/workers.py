@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import logging
 import shutil
+import signal
 import socket
 import time
+from types import FrameType
 
 from prometheus_client import multiprocess
 from uvicorn.config import STARTUP_FAILURE, Config
@@ -42,6 +44,10 @@ class Supervisor(Multiprocess):
         self._pause: dict[int, float] = {}
 
     def run(self) -> None:
+        # SIGTERM and SIGINT act at once rather than at the supervisor's next half-second
+        # tick: new connections are refused from the moment the signal arrives.
+        for stop in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(stop, self._stop_now)
         try:
             super().run()
         finally:
@@ -89,17 +95,10 @@ class Supervisor(Multiprocess):
             if process not in self.processes:
                 self._forget(process)
 
-    def handle_term(self) -> None:
-        self._stop_accepting()
-        super().handle_term()
-
-    def handle_int(self) -> None:
-        self._stop_accepting()
-        super().handle_int()
-
-    def _stop_accepting(self) -> None:
+    def _stop_now(self, signum: int, frame: FrameType | None) -> None:
         for sock in self.sockets:
             sock.close()
+        self.should_exit.set()  # the run loop wakes, then stops every worker
 
     def _retry(self, slot: int) -> None:
         if time.monotonic() >= self._retry_at[slot]:

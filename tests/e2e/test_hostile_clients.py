@@ -41,6 +41,15 @@ class Server:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.logs: list[dict[str, Any]] = []
+        self.lines: list[str] = []  # the log as it comes (see `serving`)
+
+    def wait_for_log(self, text: str, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(text in line for line in list(self.lines)):
+                return True
+            time.sleep(0.1)
+        return False
 
     def connect(self, receive_buffer: int | None = None) -> socket.socket:
         sock = socket.socket()
@@ -61,7 +70,7 @@ def serving(store: Path, **env: str) -> Iterator[Server]:
     port = free_port()
     proc = start({"MODEL_DIR": str(store), "PORT": str(port), **env})
     server = Server(proc, port)
-    lines: list[str] = []
+    lines = server.lines
     assert proc.stdout is not None
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout or ()), daemon=True)
     try:
