@@ -79,6 +79,9 @@ class CompiledInfo(_Strict):
     tolerance: float
     labels_identical: bool | None = None
     tools: dict[str, str] = Field(default_factory=dict)
+    # The graph's input name for each feature, in feature order (modelstore.spec); absent in
+    # versions written before names were mapped, whose inputs are the feature names themselves.
+    inputs: list[str] | None = None
 
     @model_validator(mode="after")
     def _graph_when_verified(self) -> CompiledInfo:

@@ -23,6 +23,7 @@ from typing import Any, TextIO
 from pydantic import TypeAdapter, ValidationError
 
 from modelstore import Feature, LoadedModel, class_key
+from modelstore.table import MISSING_MARKERS, TableError, TableReader
 from service.predictor import (
     NON_FINITE_REASON,
     NonFinitePredictionError,
@@ -33,13 +34,6 @@ from service.predictor import (
 )
 from service.schema import category_message, feature_type
 
-# What training reads as a missing value: pandas' default markers (and the empty cell).
-MISSING_MARKERS = frozenset(
-    {
-        "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND",
-        "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null",
-    }
-)  # fmt: skip
 BOOLEAN_WORDS = {"true": True, "false": False}
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 CHUNK_ROWS = 20_000
@@ -128,18 +122,19 @@ class BatchScorer:
         out: Path,
         rejects: Path,
         progress: Callable[[Summary], None] | None = None,
+        encoding: str | None = None,
+        sep: str | None = None,
     ) -> Summary:
+        """Read through the reader training uses (the same encoding, separator and markers),
+        so the training file itself scores with no rejects."""
         summary = Summary()
         try:
-            # utf-8-sig: a byte-order mark (Excel writes one) is not part of the first name.
-            handle = source.open(newline="", encoding="utf-8-sig")
-        except OSError as exc:
-            raise ScoringError(f"cannot read {source}: {exc.strerror}") from None
-        with handle, _text_errors(source):
-            reader = csv.reader(handle)
-            header = next(reader, None)
-            if header is None:
-                raise ScoringError(f"{source} is empty: it needs a header row")
+            table = TableReader(source, encoding, sep, option="--encoding")
+        except TableError as exc:
+            raise ScoringError(str(exc)) from None
+        with table, _table_errors():
+            header = table.header
+            reader = table.rows()
             positions = self._positions(header, source)
             clash = sorted(set(self.prediction_columns) & set(header))
             if clash:
@@ -290,17 +285,12 @@ def _list_of(item: Any) -> Any:
 
 
 @contextmanager
-def _text_errors(source: Path) -> Iterator[None]:
-    """A file that is not UTF-8 text is one line and exit 2, never a traceback."""
+def _table_errors() -> Iterator[None]:
+    """A fault found while reading (an undecodable byte deep in the file) is one line."""
     try:
         yield
-    except UnicodeDecodeError as exc:
-        raise ScoringError(
-            f"{source} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} cannot be read "
-            "as UTF-8): save it as UTF-8 and score it again"
-        ) from None
-    except csv.Error as exc:
-        raise ScoringError(f"{source} is not a CSV file this can read: {exc}") from None
+    except TableError as exc:
+        raise ScoringError(str(exc)) from None
 
 
 @contextmanager

@@ -42,6 +42,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="reject",
         help="accept: score a category not seen in training as the pipeline does (as unseen)",
     )
+    parser.add_argument("--sep", help="the CSV's separator (default: detected among , ; tab |)")
+    parser.add_argument(
+        "--encoding", help="the CSV's text encoding (default: UTF-8, with or without a BOM)"
+    )
     parser.add_argument(
         "--missing-values",
         default="",
@@ -80,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     show = _progress(started) if sys.stderr.isatty() else None
     try:
-        summary = scorer.score(args.data, args.out, rejects, show)
+        sep = args.sep.replace("\\t", "\t") if args.sep else None
+        summary = scorer.score(args.data, args.out, rejects, show, args.encoding, sep)
     except ScoringError as exc:
         print(f"\nerror: {exc}" if show else f"error: {exc}", file=sys.stderr)
         return EXIT_WRITE if "cannot write" in str(exc) else EXIT_BAD_INPUT

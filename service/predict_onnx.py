@@ -1,6 +1,7 @@
 """The ONNX Runtime: the version's compiled graph, checked against the pipeline at training.
 
-The graph takes one tensor per feature: float32 for numbers, integers and booleans (NaN for a
+The graph takes one tensor per feature (named as the metadata records, see modelstore.spec):
+float32 for numbers, integers and booleans (NaN for a
 gap), strings for categories ("" for a gap), as `training/export.py` built it. Nothing here can
 unpickle anything. The session is tuned for small calls: one thread, sequential execution, so a
 1-row call costs tens of microseconds and workers, not threads, give parallelism.
@@ -38,23 +39,30 @@ class OnnxPredictor(Predictor):
         outputs = self.session.get_outputs()
         # skl2onnx's classifiers answer (label, probabilities); regressors a single variable.
         self.output = outputs[1].name if metadata.task == "classification" else outputs[0].name
-        self.inputs = [(f.name, f.type == "string") for f in metadata.features]
+        names = [f.name for f in metadata.features]
+        compiled = metadata.onnx
+        graph_names = compiled.inputs if compiled is not None and compiled.inputs else names
+        # (column in the request, graph input it feeds, whether it is text)
+        self.inputs = [
+            (f.name, graph_name, f.type == "string")
+            for f, graph_name in zip(metadata.features, graph_names, strict=True)
+        ]
         super().__init__(metadata)
 
     def compute(self, table: Table) -> np.ndarray[Any, Any]:
         feeds: dict[str, np.ndarray[Any, Any]] = {}
         columns = table.columns
         with np.errstate(all="ignore"):  # huge numbers may overflow float32; the answer is checked
-            for name, is_string in self.inputs:
+            for name, graph_name, is_string in self.inputs:
                 values = columns[name]
                 if is_string:
                     if None in values:
                         values = ["" if v is None else v for v in values]
-                    feeds[name] = np.array(values, dtype=object).reshape(-1, 1)
+                    feeds[graph_name] = np.array(values, dtype=object).reshape(-1, 1)
                 else:
                     if None in values:
                         values = [_NAN if v is None else v for v in values]
-                    feeds[name] = np.array(values, dtype=np.float32).reshape(-1, 1)
+                    feeds[graph_name] = np.array(values, dtype=np.float32).reshape(-1, 1)
             (output,) = self.session.run([self.output], feeds)
         result = np.asarray(output, dtype=float)
         return result if self.is_classifier else result.reshape(-1)

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal, NotRequired
 
 import orjson
 from pydantic import BeforeValidator, ConfigDict, Field, Strict, TypeAdapter, ValidationError
-from pydantic_core import ErrorDetails
+from pydantic_core import ErrorDetails, PydanticCustomError
 from typing_extensions import TypedDict
 
 from modelstore import Feature, Metadata, class_key
@@ -68,6 +68,22 @@ def typed_dict(name: str, fields: dict[str, Any], extra: str = "forbid") -> Any:
     return made
 
 
+def _empty_is_missing(value: Any) -> Any:
+    """The one meaning of "": a missing value, as an empty CSV cell is, on every route and in
+    both runtimes (never an unseen category, even when unknown categories are accepted)."""
+    return None if value == "" else value
+
+
+def _empty_is_refused(value: Any) -> Any:
+    if value == "":
+        raise PydanticCustomError(
+            "missing_value",
+            "an empty string is a missing value, and this feature had no missing values in "
+            "training",
+        )
+    return value
+
+
 def feature_type(feature: Feature, accept_unknown: bool = False) -> Any:
     """A feature's value type; `accept_unknown` lets a string feature take any text
     (UNKNOWN_CATEGORIES=accept: the pipeline encodes a category it never saw as unseen)."""
@@ -82,6 +98,10 @@ def feature_type(feature: Feature, accept_unknown: bool = False) -> Any:
         base = Annotated[str, Strict()]
     else:
         base = Literal[tuple(feature.categories or ())]
+    if feature.type == "string":
+        if feature.nullable:
+            return Annotated[base | None, BeforeValidator(_empty_is_missing)]
+        return Annotated[base, BeforeValidator(_empty_is_refused)]
     return base | None if feature.nullable else base
 
 

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 import joblib
 import numpy as np
@@ -31,7 +31,14 @@ from modelstore import (
 from modelstore.metadata import DataInfo, GitInfo, SplitInfo
 from modelstore.profile import build_profile
 from modelstore.store import StoreLockedError, check_name
-from training.config import PACKAGE_DIR, TrainingConfig, check_gate_task, load_config
+from training.config import (
+    PACKAGE_DIR,
+    Estimator,
+    TaskChoice,
+    TrainingConfig,
+    check_gate_task,
+    load_config,
+)
 from training.data import Dataset, load_dataset
 from training.errors import QualityGateError, TrainingError
 from training.evaluate import check_gate, score
@@ -60,6 +67,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, help="random seed for the split and the estimator")
     parser.add_argument(
+        "--estimator", choices=get_args(Estimator), help="model family (as [model] estimator)"
+    )
+    parser.add_argument("--task", choices=get_args(TaskChoice), help="as [model] task")
+    parser.add_argument("--sep", help="the CSV's separator (default: detected among , ; tab |)")
+    parser.add_argument(
+        "--encoding", help="the CSV's text encoding (default: UTF-8, with or without a BOM)"
+    )
+    parser.add_argument(
+        "--no-report", action="store_true", help="publish without report.html (faster)"
+    )
+    parser.add_argument(
         "--skip-if-present",
         action="store_true",
         help="do nothing if the store already holds a model (for compose's first start)",
@@ -80,6 +98,18 @@ def resolve_config(args: argparse.Namespace) -> TrainingConfig:
         config.seed = args.seed
     if args.name:
         config.name = args.name
+    if args.estimator:
+        config.model.estimator = args.estimator
+    if args.task:
+        config.model.task = args.task
+    if args.sep is not None:
+        if len(args.sep.replace("\\t", "\t")) != 1:
+            raise TrainingError(f"--sep must be one character, not {args.sep!r}")
+        config.data.sep = args.sep.replace("\\t", "\t")
+    if args.encoding:
+        config.data.encoding = args.encoding
+    if args.no_report:
+        config.report = False
     if config.data.path is None or config.data.target is None:
         raise TrainingError("no data: give --data FILE --target COLUMN or a config with [data]")
     if config.name is None:
@@ -116,6 +146,8 @@ def train(config: TrainingConfig, models_dir: Path) -> tuple[Metadata, Path]:
             config.data.drop,
             config.data.missing_values,
             config.data.types,
+            config.data.encoding,
+            config.data.sep,
         ),
     )
     for note in dataset.notes:
@@ -163,18 +195,22 @@ def train(config: TrainingConfig, models_dir: Path) -> tuple[Metadata, Path]:
             )
         print(f"  note: published without an ONNX graph: {compiled.info.reason}", file=sys.stderr)
     profile = [build_profile(f, dataset.X[:, i].tolist()) for i, f in enumerate(dataset.features)]
-    report = step(
-        "drawing the report",
-        lambda: prepare_report(
-            pipeline,
-            dataset.features,
-            dataset.X,
-            X_test,
-            y_test,
-            dataset.task,
-            config.seed,
-            profile,
-        ),
+    report = (
+        step(
+            "drawing the report",
+            lambda: prepare_report(
+                pipeline,
+                dataset.features,
+                dataset.X,
+                X_test,
+                y_test,
+                dataset.task,
+                config.seed,
+                profile,
+            ),
+        )
+        if config.report
+        else None
     )
     environment, git = runtime_environment(), git_info()  # outside the store's lock
 
@@ -214,7 +250,7 @@ def train(config: TrainingConfig, models_dir: Path) -> tuple[Metadata, Path]:
             pipeline,
             describe,
             {compiled.info.file: compiled.graph} if compiled.info.file and compiled.graph else {},
-            report.render,
+            report.render if report is not None else None,
         ),
     )
     # Read back through the verifying path: a write that cannot be served never reports success.

@@ -35,6 +35,12 @@ class DataSection(_Section):
     types: dict[str, FeatureType] = Field(
         default_factory=dict, description="column types that override inference"
     )
+    encoding: str | None = Field(
+        None, description="the file's text encoding (default: UTF-8, with or without a BOM)"
+    )
+    sep: str | None = Field(
+        None, min_length=1, max_length=1, description="the separator (default: detected)"
+    )
 
 
 class ModelSection(_Section):
@@ -53,6 +59,8 @@ class GateSection(_Section):
 
 class TrainingConfig(_Section):
     name: str | None = None
+    # Whether to draw report.html (`--no-report` turns it off for one run).
+    report: bool = True
     seed: int = 42
     test_size: float = Field(default=0.2, gt=0, lt=1)
     data: DataSection = Field(default_factory=DataSection)

@@ -13,6 +13,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from modelstore import Feature, sha256_file
+from modelstore.table import MISSING_MARKERS, TableError, TableReader
 from training.errors import TrainingError
 
 # A numeric target with at most this many distinct integer values is taken as class labels.
@@ -55,25 +57,47 @@ class Dataset:
     notes: list[str] = field(default_factory=list)
 
 
-def read_csv(path: Path, missing_values: list[str] | None = None) -> pd.DataFrame:
-    """Every cell as text (or missing); pandas' usual markers plus the config's own."""
-    if not path.exists():
-        raise TrainingError(f"data file {path} not found")
-    if not path.is_file():
-        raise TrainingError(f"data path {path} is not a file")
+def read_csv(
+    path: Path,
+    missing_values: list[str] | None = None,
+    encoding: str | None = None,
+    sep: str | None = None,
+) -> tuple[pd.DataFrame, list[str]]:
+    """Every cell as text (or missing), through the reader scoring uses too; and notes on what
+    was decided for the user (a separator other than a comma, a row-number column left out)."""
+    notes: list[str] = []
     try:
-        frame = pd.read_csv(path, dtype=object, na_values=missing_values or None)
-    except pd.errors.EmptyDataError:
-        raise TrainingError(f"data file {path} is empty") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise TrainingError(f"data file {path} is not a readable CSV: {reason}") from None
-    except OSError as exc:
-        raise TrainingError(f"cannot read data file {path}: {exc.strerror}") from None
-    if frame.empty:
+        with TableReader(
+            path, encoding, sep, "[data] encoding (or --encoding)", "data file"
+        ) as table:
+            header, rows = table.header, list(table.rows())
+            if table.sep != ",":
+                notes.append(f"read as {table.separator_name}-separated")
+            if table.row_number_column:
+                notes.append("left out the unnamed first column: row numbers, not data")
+                header, rows = header[1:], [cells[1:] for cells in rows]
+    except TableError as exc:
+        raise TrainingError(str(exc)) from None
+    if not rows:
         raise TrainingError(f"data file {path} has a header but no rows")
-    frame.columns = [str(c) for c in frame.columns]
-    return frame
+    seen: set[str] = set()
+    for name in header:
+        if name in seen:
+            raise TrainingError(f"data file {path} names column {name!r} twice")
+        seen.add(name)
+    if any(len(cells) > len(header) for cells in rows):
+        row = next(i for i, cells in enumerate(rows, 1) if len(cells) > len(header))
+        raise TrainingError(
+            f"data file {path} row {row} has more cells than the header's {len(header)} "
+            f"(is {table.separator_name} the separator? set [data] sep or --sep)"
+        )
+    markers = MISSING_MARKERS | frozenset(missing_values or ())
+    frame = pd.DataFrame(
+        [[None if cell in markers else cell for cell in cells] for cells in rows],
+        columns=header,
+        dtype=object,
+    )
+    return frame, notes
 
 
 def load_dataset(
@@ -83,8 +107,10 @@ def load_dataset(
     drop: list[str],
     missing_values: list[str] | None = None,
     types: Mapping[str, str] | None = None,
+    encoding: str | None = None,
+    sep: str | None = None,
 ) -> Dataset:
-    frame = read_csv(path, missing_values)
+    frame, notes = read_csv(path, missing_values, encoding, sep)
     types = dict(types or {})
     if target not in frame.columns:
         known = ", ".join(map(str, frame.columns))
@@ -93,7 +119,6 @@ def load_dataset(
         unknown = [c for c in named if c not in frame.columns]
         if unknown:
             raise TrainingError(f"cannot {what} unknown column(s) {', '.join(unknown)}")
-    notes: list[str] = []
     labelled = frame[frame[target].notna()]
     if labelled.empty:
         raise TrainingError(f"target column {target!r} has no values")
@@ -119,7 +144,10 @@ def load_dataset(
             continue
         # Typed on the whole file, as a pandas user sees it: a column with gaps is a number.
         kind = types.get(name) or infer_type(frame[name])
-        feature, column, note = infer_feature(name, labelled[name], kind, name in types)
+        # A gap anywhere in the file, an unlabelled row's included, makes the feature nullable:
+        # scoring that same file then rejects nothing.
+        gaps = bool(frame[name].isna().any())
+        feature, column, note = infer_feature(name, labelled[name], kind, name in types, gaps)
         if note:
             notes.append(note)
         if feature is None:
@@ -227,17 +255,21 @@ def target_values(y: pd.Series, task: str, name: str) -> np.ndarray[Any, Any]:
 
 
 def infer_feature(
-    name: str, raw: pd.Series, kind: str, declared: bool = False
+    name: str, raw: pd.Series, kind: str, declared: bool = False, gaps_in_file: bool = False
 ) -> tuple[Feature | None, pd.Series, str | None]:
     """The feature for one column, or None with the reason it is left out."""
     present = raw.dropna().astype(str)
     if present.empty:
         return None, raw, f"ignored column {name!r}: it has no values"
     column = typed_column(name, raw, kind)
-    nullable = len(present) < len(raw)
+    nullable = len(present) < len(raw) or gaps_in_file
     distinct = column.nunique()
     if distinct == 1 and not declared:
         return None, column, f"ignored column {name!r}: its only value is {present.iloc[0]!r}"
+    if kind == "integer" and not declared:
+        reason = _integer_identifier(name, column)
+        if reason:
+            return None, column, reason
     if kind != "string":
         return Feature(name=name, type=kind, nullable=nullable), column, None
     if not declared:
@@ -246,6 +278,24 @@ def infer_feature(
             return None, column, reason
     categories = sorted(present.unique().tolist())
     return Feature(name=name, type="string", nullable=nullable, categories=categories), column, None
+
+
+def _integer_identifier(name: str, column: pd.Series) -> str | None:
+    """An integer column that numbers the rows: a different value on every row, increasing down
+    the file (a counter, or an id assigned in order). A model that learns from it learns the
+    file's order: on a table sorted by the target it looks perfect and predicts nothing."""
+    values = column.tolist()
+    if any(v is None or v is pd.NA for v in values) or len(values) < MIN_ROWS:
+        return None
+    increasing = all(a < b for a, b in pairwise(values))
+    counter = increasing and values[-1] - values[0] == len(values) - 1
+    if not (counter or (increasing and len(values) >= 20)):
+        return None
+    what = "a row counter" if counter else "a different, increasing value on every row"
+    return (
+        f"ignored column {name!r}: {what}, like an identifier; "
+        f'set [data.types] {name} = "integer" to keep it'
+    )
 
 
 def _not_categorical(name: str, present: pd.Series, rows: int) -> str | None:

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from modelstore import GRAPH_FILE, CompiledInfo, Feature
+from modelstore.spec import graph_input_names
 from modelstore.store import sha256_bytes
 
 PROBABILITY_TOLERANCE = 1e-4
@@ -42,14 +43,15 @@ def graph_inputs(
 ) -> dict[str, np.ndarray[Any, Any]]:
     """Rows (a 2-D object array in feature order, NaN for gaps) as the graph's input tensors."""
     feeds: dict[str, np.ndarray[Any, Any]] = {}
-    for index, feature in enumerate(features):
+    names = graph_input_names([f.name for f in features])
+    for index, (feature, name) in enumerate(zip(features, names, strict=True)):
         column = rows[:, index]
         if feature.type == "string":
             values = [MISSING_STRING if _missing(v) else str(v) for v in column]
-            feeds[feature.name] = np.array(values, dtype=object).reshape(-1, 1)
+            feeds[name] = np.array(values, dtype=object).reshape(-1, 1)
         else:
             numbers = [math.nan if _missing(v) else float(v) for v in column]
-            feeds[feature.name] = np.array(numbers, dtype=np.float32).reshape(-1, 1)
+            feeds[name] = np.array(numbers, dtype=np.float32).reshape(-1, 1)
     return feeds
 
 
@@ -87,7 +89,12 @@ def compile_pipeline(
     if failure:
         return Compiled(None, CompiledInfo(verified=False, reason=failure, **base))
     info = CompiledInfo(
-        verified=True, file=GRAPH_FILE, sha256=sha256_bytes(graph), bytes=len(graph), **base
+        verified=True,
+        file=GRAPH_FILE,
+        sha256=sha256_bytes(graph),
+        bytes=len(graph),
+        inputs=graph_input_names([f.name for f in features]),
+        **base,
     )
     return Compiled(graph, info)
 
@@ -104,9 +111,10 @@ def convert(pipeline: Any, features: list[Feature], task: str) -> bytes:
             # Most-frequent imputation of booleans, as floats: the graph's Imputer is float-only.
             transformer.statistics_ = transformer.statistics_.astype(float)
             transformer._fit_dtype = np.dtype(float)
+    names = graph_input_names([f.name for f in features])
     inputs = [
-        (f.name, StringTensorType([None, 1]) if f.type == "string" else FloatTensorType([None, 1]))
-        for f in features
+        (name, StringTensorType([None, 1]) if f.type == "string" else FloatTensorType([None, 1]))
+        for name, f in zip(names, features, strict=True)
     ]
     options = {id(prepared): {"zipmap": False}} if task == "classification" else None
     with warnings.catch_warnings():

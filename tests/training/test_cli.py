@@ -125,7 +125,7 @@ def test_regression_csv(tmp_path: Path) -> None:
 
 
 def test_numeric_labels_with_few_values_are_classes(tmp_path: Path) -> None:
-    rows = [[x, int(x > 20)] for x in range(40)]
+    rows = [[x, int(x > 20)] for x in ((i * 7) % 40 for i in range(40))]  # not a row counter
     data = write_csv(tmp_path / "binary.csv", ["x", "y"], rows)
     assert train(tmp_path / "models", "--data", str(data), "--target", "y", "--name", "bin") == 0
     meta = (
@@ -182,7 +182,7 @@ BAD_CASES = {
     "missing file": (["--data", "{tmp}/absent.csv", "--target", "y"], "not found"),
     "empty file": (["--data", "{tmp}/empty.csv", "--target", "y"], "is empty"),
     "header only": (["--data", "{tmp}/header.csv", "--target", "y"], "no rows"),
-    "unreadable bytes": (["--data", "{tmp}/binary.csv", "--target", "y"], "not a readable CSV"),
+    "unreadable bytes": (["--data", "{tmp}/binary.csv", "--target", "y"], "is not UTF-8 text"),
     "unknown target": (
         ["--data", "{tmp}/good.csv", "--target", "nope"],
         "target column 'nope' not in",
@@ -203,7 +203,9 @@ def bad_inputs(tmp_path: Path) -> Path:
     (tmp_path / "header.csv").write_text("a,b,y\n")
     (tmp_path / "binary.csv").write_bytes(b"a,y\n\xff\xfe\x00,1\n")
     good = write_csv(
-        tmp_path / "good.csv", ["a", "y"], [[i, "p" if i % 2 else "q"] for i in range(30)]
+        tmp_path / "good.csv",
+        ["a", "y"],
+        [[(i * 7) % 30, "p" if i % 2 else "q"] for i in range(30)],  # shuffled: not a row counter
     )
     write_csv(tmp_path / "single.csv", ["a", "y"], [[i, "same"] for i in range(30)])
     write_csv(tmp_path / "nolabel.csv", ["a", "y"], [[i, ""] for i in range(30)])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -133,15 +134,14 @@ def test_a_read_only_store_is_one_line_and_exit_4(
 def test_a_data_file_gone_while_reading_is_one_line_and_exit_2(
     tmp_path: Path, data: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import pandas as pd
+    real_open = Path.open
 
-    real_read_csv = pd.read_csv
+    def vanish(path: Path, *args: Any, **kwargs: Any) -> Any:
+        if path == data:
+            path.unlink()  # deleted between the existence check and the read
+        return real_open(path, *args, **kwargs)
 
-    def vanish(path: Path, *args: object, **kwargs: object) -> object:
-        Path(path).unlink()  # deleted between the existence check and the read
-        return real_read_csv(path, *args, **kwargs)  # type: ignore[call-overload]
-
-    monkeypatch.setattr(pd, "read_csv", vanish)
+    monkeypatch.setattr(Path, "open", vanish)
     models = tmp_path / "models"
     code = train(models, "--data", str(data), "--target", "label")
     err = capsys.readouterr().err

@@ -112,3 +112,19 @@ def test_verify_catches_an_edited_report(tmp_path: Path, penguins_store: Path) -
     problems = ModelStore(copy).verify(ModelStore(copy).resolve("penguins", 1))
     assert len(problems) == 1
     assert "report.html" in problems[0]
+
+
+def test_a_feature_that_is_the_answer_in_disguise_is_flagged_as_a_likely_leak(
+    tmp_path: Path,
+) -> None:
+    import random
+
+    rng = random.Random(5)
+    rows = []
+    for _ in range(300):
+        label = rng.choice(["yes", "no"])
+        rows.append([1 if label == "yes" else 0, rng.uniform(0, 1), rng.uniform(0, 1), label])
+    data = write_csv(tmp_path / "leak.csv", ["flag", "noise", "more_noise", "label"], rows)
+    assert train(tmp_path / "models", "--data", str(data), "--target", "label") == 0
+    page = (tmp_path / "models" / "leak" / "1" / "report.html").read_text()
+    assert "Likely leak: <code>flag</code>" in page

@@ -1,0 +1,171 @@
+"""Reading a user's table: one reader for training and for scoring, so that the same file gives
+the same cells on both sides (scoring the training file itself rejects nothing).
+
+The standard library's csv module only: both images carry this package and neither needs
+pandas to read. What it decides, once:
+- the encoding: UTF-8, with or without a byte-order mark, unless one is given;
+- the separator: `,` `;` tab or `|`, detected from the first lines unless one is given;
+- blank lines are skipped; a row with fewer cells than the header is padded with empty ones;
+- the missing-value markers (pandas' usual ones, so a frame written by pandas reads back);
+- the unnamed leading column that pandas' `to_csv()` and R's `write.csv` write (row numbers) is
+  recognised, for training to leave out.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+
+MISSING_MARKERS = frozenset(
+    {
+        "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND",
+        "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null",
+    }
+)  # fmt: skip
+SEPARATORS = (",", ";", "\t", "|")
+DEFAULT_ENCODING = "utf-8-sig"
+# Names a leading row-number column has: none (the CSV as written), or pandas' for it.
+ROW_NUMBER_NAMES = frozenset({"", "Unnamed: 0"})
+_SAMPLE_LINES = 20
+_SEPARATOR_NAMES = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
+
+
+class TableError(Exception):
+    """A table that cannot be read; `str()` is one line, naming the option that would help.
+    `option` is how the caller's users set the encoding (a config key or a flag)."""
+
+
+class TableReader:
+    """An open table: `header`, then `rows()` once, each a list of text cells."""
+
+    def __init__(
+        self,
+        path: Path,
+        encoding: str | None = None,
+        sep: str | None = None,
+        option: str = "",
+        noun: str = "",
+    ) -> None:
+        self.path = path
+        self.what = f"{noun} {path}".strip()
+        self.encoding = encoding or DEFAULT_ENCODING
+        self._option = option or "an encoding"
+        if encoding is not None:
+            try:
+                codecs.lookup(encoding)
+            except LookupError:
+                raise TableError(f"unknown encoding {encoding!r}") from None
+        if sep is not None and len(sep) != 1:
+            raise TableError(f"the separator must be one character, not {sep!r}")
+        if not path.exists():
+            raise TableError(f"{self.what} not found")
+        if not path.is_file():
+            raise TableError(f"{self.what} is not a file")
+        try:
+            self._handle: IO[str] = path.open(newline="", encoding=self.encoding)
+        except OSError as exc:
+            raise TableError(f"cannot read {self.what}: {exc.strerror}") from None
+        try:
+            sample = self._read_sample()
+            self.sep = sep or detect_separator(sample)
+            self._reader = csv.reader(self._handle, delimiter=self.sep)
+            header = next(self._nonblank(), None)
+        except TableError:
+            self._handle.close()
+            raise
+        if header is None:
+            self._handle.close()
+            raise TableError(f"{self.what} is empty: it needs a header row")
+        self.header = header
+        self._width = len(header)
+
+    @property
+    def separator_name(self) -> str:
+        return _SEPARATOR_NAMES.get(self.sep, repr(self.sep))
+
+    @property
+    def row_number_column(self) -> bool:
+        """Whether the first column is the unnamed row-number column pandas and R write."""
+        return len(self.header) > 1 and self.header[0] in ROW_NUMBER_NAMES
+
+    def rows(self) -> Iterator[list[str]]:
+        """Every data row, padded to the header's width when short (a trailing gap)."""
+        width = self._width
+        with self._decoding():
+            for cells in self._nonblank():
+                if len(cells) < width:
+                    cells += [""] * (width - len(cells))
+                yield cells
+
+    def close(self) -> None:
+        self._handle.close()
+
+    def __enter__(self) -> TableReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _read_sample(self) -> str:
+        """The first lines, for the separator; then back to the start."""
+        with self._decoding():
+            lines = [line for _, line in zip(range(_SAMPLE_LINES), self._handle, strict=False)]
+        self._handle.seek(0)
+        return "".join(lines)
+
+    def _nonblank(self) -> Iterator[list[str]]:
+        with self._decoding():
+            for cells in self._reader:
+                if cells and any(cells):
+                    yield cells
+
+    @contextmanager
+    def _decoding(self) -> Iterator[None]:
+        """A decoding or parsing failure anywhere in the file is one TableError line."""
+        try:
+            yield
+        except UnicodeDecodeError as exc:
+            byte = exc.object[exc.start]
+            raise TableError(
+                f"{self.what} is not {_encoding_name(self.encoding)} text (byte 0x{byte:02x} "
+                f"cannot be read): set {self._option}, for example latin-1 or cp1252"
+            ) from None
+        except csv.Error as exc:
+            raise TableError(f"{self.what} is not a readable CSV: {exc}") from None
+        except OSError as exc:
+            raise TableError(f"cannot read {self.what}: {exc.strerror}") from None
+
+
+def detect_separator(sample: str) -> str:
+    """The candidate that splits the sample's lines into the same number of cells, the most of
+    them; a comma when none splits anything."""
+    lines = [line for line in sample.splitlines() if line.strip()]
+    best, best_width = ",", 1
+    for candidate in SEPARATORS:
+        widths = {
+            len(cells) for cells in csv.reader(io.StringIO("\n".join(lines)), delimiter=candidate)
+        }
+        if len(widths) == 1:
+            (width,) = widths
+            if width > best_width:
+                best, best_width = candidate, width
+    if best_width == 1 and lines:
+        # Lines of uneven width (a quoted newline, a short row): the header decides.
+        counts = {c: lines[0].count(c) for c in SEPARATORS}
+        candidate = max(counts, key=lambda c: counts[c])
+        if counts[candidate]:
+            best = candidate
+    return best
+
+
+def _encoding_name(encoding: str) -> str:
+    return "UTF-8" if codecs.lookup(encoding).name in ("utf-8", "utf-8-sig") else encoding
+
+
+def is_missing(text: str, extra: frozenset[str] = frozenset()) -> bool:
+    return text in MISSING_MARKERS or text in extra
