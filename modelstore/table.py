@@ -8,7 +8,9 @@ pandas to read. What it decides, once:
 - blank lines are skipped; a row with fewer cells than the header is padded with empty ones;
 - the missing-value markers (pandas' usual ones, so a frame written by pandas reads back);
 - the unnamed leading column that pandas' `to_csv()` and R's `write.csv` write (row numbers) is
-  recognised, for training to leave out.
+  recognised, for training to leave out;
+- a Parquet file (`.parquet`) is read through pyarrow, each typed value turned into the text a
+  CSV would hold for it, so the same typing rules read both.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 MISSING_MARKERS = frozenset(
     {
@@ -29,8 +32,11 @@ MISSING_MARKERS = frozenset(
 )  # fmt: skip
 SEPARATORS = (",", ";", "\t", "|")
 DEFAULT_ENCODING = "utf-8-sig"
-# Names a leading row-number column has: none (the CSV as written), or pandas' for it.
-ROW_NUMBER_NAMES = frozenset({"", "Unnamed: 0"})
+# Names a leading row-number column has: none (the CSV as written), or pandas' for it (in a
+# CSV read back, or the index pandas stores in a Parquet file).
+ROW_NUMBER_NAMES = frozenset({"", "Unnamed: 0", "__index_level_0__"})
+PARQUET_SUFFIXES = frozenset({".parquet", ".pq"})
+_PARQUET_BATCH = 20_000
 _SAMPLE_LINES = 20
 _SEPARATOR_NAMES = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
 
@@ -66,6 +72,10 @@ class TableReader:
             raise TableError(f"{self.what} not found")
         if not path.is_file():
             raise TableError(f"{self.what} is not a file")
+        self._parquet: Any = None
+        if path.suffix.lower() in PARQUET_SUFFIXES:
+            self._open_parquet()
+            return
         try:
             self._handle: IO[str] = path.open(newline="", encoding=self.encoding)
         except OSError as exc:
@@ -84,8 +94,26 @@ class TableReader:
         self.header = header
         self._width = len(header)
 
+    def _open_parquet(self) -> None:
+        """A Parquet file: typed columns, each value then written as the text a CSV holds for it
+        (so the same typing rules read both). pyarrow is a training and scoring dependency;
+        it is imported only here."""
+        try:
+            import pyarrow.parquet as parquet
+        except ImportError:
+            raise TableError(f"{self.what} is Parquet, and pyarrow is not installed here") from None
+        try:
+            self._parquet = parquet.ParquetFile(self.path)
+        except Exception as exc:  # pyarrow raises its own kinds for a damaged file
+            raise TableError(f"{self.what} is not a readable Parquet file: {exc}") from None
+        self.header = list(self._parquet.schema_arrow.names)
+        self._width = len(self.header)
+        self.sep = ""
+
     @property
     def separator_name(self) -> str:
+        if self._parquet is not None:
+            return "Parquet"
         return _SEPARATOR_NAMES.get(self.sep, repr(self.sep))
 
     @property
@@ -95,6 +123,9 @@ class TableReader:
 
     def rows(self) -> Iterator[list[str]]:
         """Every data row, padded to the header's width when short (a trailing gap)."""
+        if self._parquet is not None:
+            yield from self._parquet_rows()
+            return
         width = self._width
         with self._decoding():
             for cells in self._nonblank():
@@ -102,7 +133,18 @@ class TableReader:
                     cells += [""] * (width - len(cells))
                 yield cells
 
+    def _parquet_rows(self) -> Iterator[list[str]]:
+        try:
+            for batch in self._parquet.iter_batches(batch_size=_PARQUET_BATCH):
+                columns = [[_as_text(v) for v in column.to_pylist()] for column in batch.columns]
+                yield from (list(cells) for cells in zip(*columns, strict=True))
+        except OSError as exc:
+            raise TableError(f"cannot read {self.what}: {exc}") from None
+
     def close(self) -> None:
+        if self._parquet is not None:
+            self._parquet.close()
+            return
         self._handle.close()
 
     def __enter__(self) -> TableReader:
@@ -161,6 +203,23 @@ def detect_separator(sample: str) -> str:
         if counts[candidate]:
             best = candidate
     return best
+
+
+def _as_text(value: Any) -> str:
+    """A typed Parquet value as the cell a CSV would hold: "" for a gap (None, NaN)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return "" if math.isnan(value) else repr(value)
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if hasattr(value, "isoformat"):
+        return str(value.isoformat())
+    return str(value)
 
 
 def _encoding_name(encoding: str) -> str:

@@ -10,7 +10,6 @@ names and renamed when complete, so an interrupted run leaves nothing half-writt
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 import re
@@ -18,12 +17,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import IO, Any
 
 from pydantic import TypeAdapter, ValidationError
 
 from modelstore import Feature, LoadedModel, class_key
 from modelstore.table import MISSING_MARKERS, TableError, TableReader
+from scoring.sinks import open_sink
 from service.predictor import (
     NON_FINITE_REASON,
     NonFinitePredictionError,
@@ -143,15 +143,21 @@ class BatchScorer:
                     "the output adds its predictions under those names"
                 )
             with _written_on_success(out, rejects) as (scored, refused):
-                writer, reject_writer = csv.writer(scored), csv.writer(refused)
-                writer.writerow([*header, *self.prediction_columns])
-                reject_writer.writerow(["row", "reason", *header])
+                answers = dict.fromkeys(self.prediction_columns, "float64")
+                if self.label_texts is not None:
+                    answers["prediction"] = "string"
+                writer = open_sink(scored, out.name, [*header, *self.prediction_columns], answers)
+                reject_writer = open_sink(
+                    refused, rejects.name, ["row", "reason", *header], {"row": "int64"}
+                )
                 for start, chunk in _chunks(reader):
                     self._score_chunk(
                         start, chunk, positions, len(header), writer, reject_writer, summary
                     )
                     if progress is not None:
                         progress(summary)
+                writer.finish()
+                reject_writer.finish()
         return summary
 
     def _positions(self, header: list[str], source: Path) -> list[int]:
@@ -219,9 +225,9 @@ class BatchScorer:
                     reasons[positions[row]] = NON_FINITE_REASON
                 keep = [i for i in range(len(kept_rows)) if i not in overflowed]
                 kept_rows, output = [kept_rows[i] for i in keep], output[keep]
-            writer.writerows(_with_answers(kept_rows, output, self.label_texts))
+            writer.write(_with_answers(kept_rows, output, self.label_texts))
         bad = sorted(reasons)
-        reject_writer.writerows([start + i, reasons[i], *chunk[i]] for i in bad)
+        reject_writer.write([[start + i, reasons[i], *chunk[i]] for i in bad])
         summary.rows += len(chunk)
         summary.scored += len(kept_rows)
         summary.rejected += len(bad)
@@ -294,17 +300,17 @@ def _table_errors() -> Iterator[None]:
 
 
 @contextmanager
-def _written_on_success(*paths: Path) -> Iterator[list[TextIO]]:
+def _written_on_success(*paths: Path) -> Iterator[list[IO[bytes]]]:
     """Write into hidden files beside `paths`; rename them into place only once every one is
     whole (flushed to disk), so they appear together or not at all."""
     temporaries = [p.with_name(f".{p.name}.{os.getpid()}.tmp") for p in paths]
-    handles: list[TextIO] = []
+    handles: list[IO[bytes]] = []
     renamed: list[Path] = []
     current = paths[0]
     try:
         for path, temporary in zip(paths, temporaries, strict=True):
             current = path
-            handles.append(temporary.open("w", newline="", encoding="utf-8"))
+            handles.append(temporary.open("wb"))
         yield handles
         for path, handle in zip(paths, handles, strict=True):
             current = path

@@ -50,14 +50,23 @@ def test_every_lock_shares_the_versions_of_the_one_below(smaller: str, larger: s
 def test_the_default_serving_lock_cannot_unpickle() -> None:
     serve = pins(LOCKS / "serve.txt")
     assert "onnxruntime" in serve
-    for package in ("scikit-learn", "scipy", "joblib", "pandas", "skl2onnx", "onnx", "pytest"):
+    for package in (
+        "scikit-learn",
+        "scipy",
+        "joblib",
+        "pandas",
+        "skl2onnx",
+        "onnx",
+        "pyarrow",
+        "pytest",
+    ):
         assert package not in serve
 
 
 def test_the_sklearn_lock_adds_scikit_learn_but_no_training_or_dev_packages() -> None:
     serve = pins(LOCKS / "serve-sklearn.txt")
     assert "scikit-learn" in serve
-    for package in ("pandas", "skl2onnx", "onnx", "pytest", "mypy", "ruff", "httpx2"):
+    for package in ("pandas", "skl2onnx", "onnx", "pyarrow", "pytest", "mypy", "ruff", "httpx2"):
         assert package not in serve
     train = pins(LOCKS / "train.txt")
     assert train["protobuf"][0] == "6.33.6"  # 7.34 breaks skl2onnx's gradient boosting

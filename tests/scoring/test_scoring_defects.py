@@ -11,7 +11,6 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -138,50 +137,22 @@ def test_with_several_models_the_advice_names_the_option_that_works(
     assert "MODEL_NAME" not in err
 
 
-class _FullAtTheEnd:
-    """A file whose buffered bytes cannot be written when it is flushed or closed, as on a
-    disk that fills up just as the last rows are written."""
-
-    def __init__(self, real: Any) -> None:
-        self.real = real
-
-    def write(self, text: str) -> int:
-        written: int = self.real.write(text)
-        return written
-
-    def fileno(self) -> int:
-        number: int = self.real.fileno()
-        return number
-
-    def flush(self) -> None:
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    def close(self) -> None:
-        self.real.close()
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    def __enter__(self) -> _FullAtTheEnd:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
 def test_when_the_last_flush_fails_neither_file_appears(
     penguins_store: Path,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    real_open = Path.open
+    real_fsync = os.fsync
 
-    def open_(path: Path, *args: Any, **kwargs: Any) -> Any:
-        handle = real_open(path, *args, **kwargs)
-        if path.name.startswith(".out.csv.") and path.name.endswith(".tmp"):
-            return _FullAtTheEnd(handle)
-        return handle
+    def full_at_the_end(fd: int) -> None:
+        # The scored file's last bytes cannot be written, as on a disk that fills up just as
+        # the last rows are flushed: the rejects file is whole, and must not appear alone.
+        if Path(os.readlink(f"/proc/self/fd/{fd}")).name.startswith(".out.csv."):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_fsync(fd)
 
-    monkeypatch.setattr(Path, "open", open_)
+    monkeypatch.setattr(os, "fsync", full_at_the_end)
     data = tmp_path / "in.csv"
     shutil.copy(PENGUINS_CSV, data)
     with data.open("a") as handle:
