@@ -194,8 +194,8 @@ def start(
 def floor(version_dir: Path) -> dict[str, dict[int, float]]:
     """In-process model time for each runtime: what no server can beat."""
     from modelstore import ModelStore
-    from service.predict_onnx import OnnxPredictor
-    from service.predict_sklearn import SklearnPredictor
+    from service.runtimes.onnx import OnnxPredictor
+    from service.runtimes.sklearn import SklearnPredictor
 
     store = ModelStore(version_dir.parent.parent)
     loaded = store.load(store.resolve(version_dir.parent.name, version_dir.name))
@@ -475,7 +475,7 @@ def monitor_cost(version_dir: Path, sizes: list[int]) -> dict[int, float]:
         "from modelstore.store import read_metadata\n"
         "from service.drift import DriftMonitor\n"
         "from service.metrics import Metrics\n"
-        "from service.predictor import Table\n"
+        "from service.runtimes.base import Table\n"
         "from pathlib import Path\n"
         "meta = read_metadata(Path(sys.argv[1]))\n"
         "names = [f.name for f in meta.features]\n"

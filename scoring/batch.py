@@ -24,15 +24,15 @@ from pydantic import TypeAdapter, ValidationError
 from modelstore import Feature, LoadedModel, class_key
 from modelstore.table import MISSING_MARKERS, TableError, TableReader
 from scoring.sinks import open_sink
-from service.predictor import (
+from service.runtimes import make_predictor
+from service.runtimes.base import (
     NON_FINITE_REASON,
     NonFinitePredictionError,
     Predictor,
     Table,
     check_finite,
-    make_predictor,
 )
-from service.schema import category_message, feature_type
+from service.spec import category_message, feature_type
 
 BOOLEAN_WORDS = {"true": True, "false": False}
 _INTEGER = re.compile(r"[+-]?[0-9]+")

@@ -19,12 +19,12 @@ import uvicorn
 
 from modelstore import ModelStoreError
 from service.app import create_app
-from service.connections import GuardedProtocol
 from service.headers import SECURITY_HEADERS
 from service.loading import load_model
 from service.logs import configure_logging
+from service.server.connections import GuardedProtocol
+from service.server.workers import Supervisor
 from service.settings import SettingsError, load_settings
-from service.workers import Supervisor
 
 log = logging.getLogger("service")
 
@@ -91,7 +91,7 @@ def main() -> int:
         workers=settings.workers,
         **common,  # type: ignore[arg-type]
     )
-    # uvicorn's own supervisor, changed where it failed users (see service.workers).
+    # uvicorn's own supervisor, changed where it failed users (see service.server.workers).
     Supervisor(config, [config.bind_socket()], metrics_dir, remove_metrics_dir=made).run()
     return 0
 

@@ -17,18 +17,18 @@ from starlette.exceptions import HTTPException
 
 from modelstore import LoadedModel
 from service import __version__
-from service.connections import PROBES, Limits
-from service.connections import configure as configure_connections
 from service.docs import mount_docs
 from service.errors import ServiceError, handle_http_exception, handle_service_error
 from service.loading import load_model
 from service.logs import configure_logging
 from service.metrics import Metrics, multiprocess_dir
-from service.middleware import RequestContext
 from service.openapi import openapi_builder
 from service.protocols import mount_protocol_routes
-from service.routes import mount_predict, mount_probe_options, router
+from service.protocols.native import mount_predict, mount_probe_options, router
 from service.runtime import Runtime
+from service.server.connections import PROBES, Limits
+from service.server.connections import configure as configure_connections
+from service.server.middleware import RequestContext
 from service.settings import Settings, load_settings
 
 log = logging.getLogger("service")

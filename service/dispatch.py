@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from service.errors import OverloadedError
-from service.predictor import Predictor, Table
+from service.runtimes.base import Predictor, Table
 
 # A call this short cannot delay a probe noticeably, whatever the load.
 INLINE_BUDGET_SECONDS = 0.0005

@@ -21,7 +21,7 @@ from modelstore import Metadata
 from modelstore.metadata import FeatureProfile
 from modelstore.profile import Binner, psi
 from service.metrics import Metrics, multiprocess_dir
-from service.predictor import Table
+from service.runtimes.base import Table
 
 BLOCKS: Final = 10
 FOLD_SECONDS: Final = 1.0

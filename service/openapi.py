@@ -1,7 +1,7 @@
 """`/openapi.json`: every route described with the loaded model's real features and outputs.
 
 The model is only known after start-up, so the document is built on first request. The native
-`/predict` schemas come from the request validator itself (`service.schema`); KServe v1 and
+`/predict` schemas come from the request validator itself (`service.spec`); KServe v1 and
 the Open Inference Protocol reuse its per-feature schemas, so the three cannot disagree.
 """
 
@@ -14,10 +14,10 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from service.oip import ACCEPTED_TYPES
+from service.protocols.v2_model import ACCEPTED_TYPES
+from service.protocols.v2_tensors import DATATYPES
 from service.runtime import Runtime
-from service.schema import docs_example, label_schema, openapi_components
-from service.tensors import DATATYPES
+from service.spec import docs_example, label_schema, openapi_components
 
 AUTH_ERROR = "missing or wrong API key (only when a key is configured)"
 PREDICT_ERRORS = {

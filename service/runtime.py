@@ -16,10 +16,11 @@ from service.drift import DriftMonitor
 from service.errors import UnauthorizedError
 from service.keys import KeyRing
 from service.metrics import Metrics
-from service.oip import TensorModel
-from service.predictor import Predictor, Table, check_finite, make_predictor
-from service.schema import InstancesValidator
+from service.protocols.v2_model import TensorModel
+from service.runtimes import make_predictor
+from service.runtimes.base import Predictor, Table, check_finite
 from service.settings import Settings
+from service.spec import InstancesValidator
 
 
 @dataclass(frozen=True)

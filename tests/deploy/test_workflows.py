@@ -94,7 +94,7 @@ def test_the_release_smoke_test_sends_a_row_the_default_model_takes(
     expected = re.search(r"\| jq -r '\.predictions\[0\]\.label'\)\" = (\w+)", text)
     assert expected is not None
     from modelstore import ModelStore
-    from service.predictor import make_predictor
+    from service.runtimes import make_predictor
 
     store = ModelStore(penguins_store)
     predictor = make_predictor(store.load(store.resolve()))

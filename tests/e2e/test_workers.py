@@ -204,7 +204,7 @@ def test_a_replacement_that_cannot_start_leaves_the_healthy_worker_serving(
     events = [(line.get("event", "")[:80], line.get("pid")) for line in server.logs]
     assert failed, events
     assert alive, events
-    assert ready == 200, events
+    assert ready == 200, "\n".join(map(str, events))
     print(f"\nthe replacement could not start: {dict(outcomes)}; readiness {ready}")
     assert ready == 200
     assert outcomes["200"] > 50

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from scoring.cli import main
-from service.predictor import NON_FINITE_REASON
+from service.runtimes.base import NON_FINITE_REASON
 from tests.conftest import PENGUINS_CSV, train, write_csv
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from service.dispatch import Dispatcher
 from service.errors import OverloadedError
-from service.predictor import Table
+from service.runtimes.base import Table
 
 
 class SlowModel:
@@ -205,7 +205,7 @@ def test_cheap_models_always_run_inline() -> None:
 @pytest.mark.parametrize("count", [1, 7])
 def test_batched_answers_match_the_real_model(penguins_store: Any, count: int) -> None:
     from modelstore import ModelStore
-    from service.predict_sklearn import SklearnPredictor
+    from service.runtimes.sklearn import SklearnPredictor
 
     store = ModelStore(penguins_store)
     loaded = store.load(store.resolve())

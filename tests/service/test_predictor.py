@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from modelstore import ModelStore
-from service.predict_onnx import OnnxPredictor
-from service.predict_sklearn import SklearnPredictor
-from service.predictor import Predictor
+from service.runtimes.base import Predictor
+from service.runtimes.onnx import OnnxPredictor
+from service.runtimes.sklearn import SklearnPredictor
 from tests.conftest import PENGUINS_CSV
 
 

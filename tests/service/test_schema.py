@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from modelstore import Feature, Metadata
-from service.schema import (
+from service.spec import (
     BatchTooLargeError,
     InstancesError,
     InstancesValidator,

@@ -1,4 +1,5 @@
-"""HTTP routes: thin; they check, call the predictor and shape the answer."""
+"""The service's own routes: `/predict`, `/model`, the probes and `/metrics`. Thin: they check,
+call the runtime and shape the answer."""
 
 from __future__ import annotations
 
@@ -10,26 +11,16 @@ from fastapi.concurrency import run_in_threadpool
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import Response
 
-from service.bodies import check_body_headers, read_body
 from service.errors import (
     InvalidBodyError,
-    NotReadyError,
     PayloadTooLargeError,
     json_response,
 )
-from service.predictor import NonFinitePredictionError, Table
-from service.runtime import Runtime
-from service.schema import BatchTooLargeError, InstancesError, non_finite_details
+from service.protocols.http import check_body_headers, read_body, runtime_of
+from service.runtimes.base import NonFinitePredictionError, Table
+from service.spec import BatchTooLargeError, InstancesError, non_finite_details
 
 router = APIRouter()
-
-
-def runtime_of(request: Request) -> Runtime:
-    # Read straight from app state: a FastAPI dependency here would cost more than the lookup.
-    runtime: Runtime | None = getattr(request.app.state, "runtime", None)
-    if runtime is None:
-        raise NotReadyError("model not loaded yet")
-    return runtime
 
 
 async def predict(request: Request) -> Response:

@@ -1,8 +1,8 @@
 """The Open Inference Protocol's tensors on the wire: JSON and the binary tensor extension.
 
 Only the encoding lives here (shapes, datatypes, byte layouts, `Inference-Header-Content-Length`);
-what the tensors mean for the model is `service.oip`'s business. Every fault a client can make
-is a `TensorError` whose message names the tensor.
+what the tensors mean for the model is `v2_model`'s business. Every fault a client can make is a
+`TensorError` whose message names the tensor.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""What every route that takes a body accepts of its headers and bytes: one rule for all.
+"""What every route shares: the runtime, the model a path names, and what a request body may be
+(one rule for all).
 
 JSON (UTF-8, as RFC 8259 requires), uncompressed, at most MAX_BODY_BYTES; the Open Inference
 Protocol routes also take the binary tensor extension's octet stream with its
@@ -7,10 +8,20 @@ Protocol routes also take the binary tensor extension's octet stream with its
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.requests import Request
 
-from service.errors import PayloadTooLargeError, UnsupportedMediaTypeError
-from service.tensors import HEADER_LENGTH
+from service.errors import (
+    BadRequestError,
+    NotFoundError,
+    NotReadyError,
+    PayloadTooLargeError,
+    UnsupportedMediaTypeError,
+)
+from service.protocols.v2_tensors import HEADER_LENGTH
+from service.runtime import Runtime
+from service.runtimes.base import NonFinitePredictionError, Table
 
 _HEADER_LENGTH = HEADER_LENGTH.encode()
 _UTF8 = frozenset({"utf-8", "utf8"})
@@ -68,3 +79,41 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise PayloadTooLargeError(f"body larger than MAX_BODY_BYTES ({limit} bytes)")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def runtime_of(request: Request) -> Runtime:
+    # Read straight from app state: a FastAPI dependency here would cost more than the lookup.
+    runtime: Runtime | None = getattr(request.app.state, "runtime", None)
+    if runtime is None:
+        raise NotReadyError("model not loaded yet")
+    return runtime
+
+
+def served(request: Request, check_version: bool = True) -> Runtime:
+    """The runtime, when the path names the model this server serves; 404 otherwise."""
+    runtime = runtime_of(request)
+    params = request.path_params
+    ref = runtime.model_ref
+    if params.get("name") != ref["name"]:
+        raise NotFoundError(
+            f"unknown model '{params.get('name')}': this server serves '{ref['name']}'"
+        )
+    version = params.get("version")
+    if check_version and version is not None and version != str(ref["version"]):
+        raise NotFoundError(
+            f"unknown version '{version}' of model '{ref['name']}': "
+            f"this server serves version {ref['version']}"
+        )
+    return runtime
+
+
+async def run_checked(runtime: Runtime, table: Table) -> Any:
+    """The model's answer, or 400 for rows it overflows on (the protocols' way to say so)."""
+    try:
+        return await runtime.run(table)
+    except NonFinitePredictionError as exc:
+        rows = ", ".join(map(str, exc.rows[:20]))
+        raise BadRequestError(
+            f"rows {rows}: the model's prediction is not a finite number; "
+            "the values are beyond what the model can handle"
+        ) from None

@@ -13,7 +13,7 @@ import sklearn
 from threadpoolctl import threadpool_limits
 
 from modelstore import Metadata
-from service.predictor import Predictor, Table
+from service.runtimes.base import Predictor, Table
 
 
 class SklearnPredictor(Predictor):

@@ -16,7 +16,7 @@ import numpy as np
 import onnxruntime
 
 from modelstore import Metadata
-from service.predictor import Predictor, Table
+from service.runtimes.base import Predictor, Table
 
 _NAN = math.nan
 

@@ -23,15 +23,7 @@ import numpy as np
 from pydantic import Discriminator, Field, Tag, TypeAdapter, ValidationError
 
 from modelstore import Feature, Metadata
-from service.predictor import Table
-from service.schema import (
-    MAX_MAGNITUDE,
-    BatchTooLargeError,
-    categories_text,
-    feature_type,
-    typed_dict,
-)
-from service.tensors import (
+from service.protocols.v2_tensors import (
     InferRequest,
     OutputJson,
     RequestedOutput,
@@ -45,6 +37,14 @@ from service.tensors import (
     flatten,
     requested_outputs,
     to_bytes,
+)
+from service.runtimes.base import Table
+from service.spec import (
+    MAX_MAGNITUDE,
+    BatchTooLargeError,
+    categories_text,
+    feature_type,
+    typed_dict,
 )
 
 INTEGER_TYPES = frozenset(
@@ -381,13 +381,6 @@ class TensorModel:
             return "FP64", [n, output.shape[1]], output.ravel().tolist()
         classes = self.classes
         return self.label_type, [n], [classes[i] for i in output.argmax(axis=1).tolist()]
-
-    def labels_or_values(self, output: np.ndarray[Any, Any]) -> list[Any]:
-        """KServe v1's predictions: what the pipeline's own `predict` answers."""
-        if not self.is_classifier:
-            values: list[Any] = output.tolist()
-            return values
-        return [self.classes[i] for i in output.argmax(axis=1).tolist()]
 
 
 def _fits(item: dict[str, Any], data: list[Any]) -> bool:

@@ -17,7 +17,7 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 from typing_extensions import TypedDict
 
 from modelstore import Feature, Metadata, class_key
-from service.predictor import NON_FINITE_REASON
+from service.runtimes.base import NON_FINITE_REASON
 
 # The largest magnitude a number or integer feature may have. The compiled graph computes in
 # float32 (largest 3.4e38), and a linear model scales, weighs and sums its inputs: far beyond
@@ -95,7 +95,8 @@ def feature_type(feature: Feature, accept_unknown: bool = False) -> Any:
     elif feature.type == "boolean":
         base = Boolean
     elif accept_unknown:
-        base = Annotated[str, Strict()]
+        # "" is never a category: the schema says so where the feature takes no missing value.
+        base = Annotated[str, Strict(), Field(min_length=0 if feature.nullable else 1)]
     else:
         base = Literal[tuple(feature.categories or ())]
     if feature.type == "string":

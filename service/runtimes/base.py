@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from modelstore import LoadedModel, Metadata, class_key
+from modelstore import Metadata, class_key
 
 
 class Table:
@@ -114,17 +114,6 @@ class Predictor(ABC):
         one = timed(example)
         many = timed(example * 64)
         return one, max(0.0, (many - one) / 63)
-
-
-def make_predictor(loaded: LoadedModel) -> Predictor:
-    """The runtime the loader chose: a graph means ONNX Runtime, an estimator scikit-learn."""
-    if loaded.graph is not None:
-        from service.predict_onnx import OnnxPredictor
-
-        return OnnxPredictor(loaded.metadata, loaded.graph)
-    from service.predict_sklearn import SklearnPredictor
-
-    return SklearnPredictor(loaded.metadata, loaded.estimator)
 
 
 def check_finite(values: np.ndarray[Any, Any]) -> None:
