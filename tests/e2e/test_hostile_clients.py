@@ -43,10 +43,11 @@ class Server:
         self.logs: list[dict[str, Any]] = []
         self.lines: list[str] = []  # the log as it comes (see `serving`)
 
-    def wait_for_log(self, text: str, timeout: float) -> bool:
+    def wait_for_log(self, text: str, timeout: float, count: int = 1) -> bool:
+        """Whether `text` shows in `count` log lines within `timeout` seconds."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if any(text in line for line in list(self.lines)):
+            if sum(text in line for line in list(self.lines)) >= count:
                 return True
             time.sleep(0.1)
         return False
