@@ -84,6 +84,8 @@ class LoadedModel:
     metadata: Metadata
     estimator: Any = None
     graph: bytes | None = None
+    # Open while the version is in use: prune leaves it alone (see ModelStore.hold).
+    hold: IO[bytes] | None = None
 
 
 def sha256_bytes(data: bytes) -> str:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from modelstore import ModelStoreError, SeveralModelsError
+from modelstore import LoadedModel, ModelStoreError, SeveralModelsError
 from scoring.batch import BatchScorer, ScoringError, Summary
 from service.loading import RuntimeUnavailableError, load_model
 from service.settings import Settings
@@ -69,8 +69,6 @@ def main(argv: list[str] | None = None) -> int:
             runtime=args.runtime,
         )
         loaded = load_model(settings)
-        markers = [m for m in args.missing_values.split(",") if m]
-        scorer = BatchScorer(loaded, markers, args.unknown_categories == "accept")
     except SeveralModelsError as exc:
         print(
             f"error: several models in {exc.root} ({', '.join(exc.names)}): choose one with "
@@ -81,6 +79,16 @@ def main(argv: list[str] | None = None) -> int:
     except (ModelStoreError, RuntimeUnavailableError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    try:  # the version stays held (prune spares it) until the files are written
+        return _score(args, loaded, rejects)
+    finally:
+        if loaded.hold is not None:
+            loaded.hold.close()
+
+
+def _score(args: argparse.Namespace, loaded: LoadedModel, rejects: Path) -> int:
+    markers = [m for m in args.missing_values.split(",") if m]
+    scorer = BatchScorer(loaded, markers, args.unknown_categories == "accept")
     started = time.perf_counter()
     show = _progress(started) if sys.stderr.isatty() else None
     try:

@@ -77,6 +77,7 @@ def main() -> int:
     # restarts later, must serve the version verified here, not whatever `latest` is by then.
     os.environ["MODEL_NAME"] = loaded.ref.name
     os.environ["MODEL_VERSION"] = str(loaded.ref.version)
+    held = loaded.hold  # noqa: F841  (kept open for the supervisor's life: prune spares it)
     del loaded  # the supervisor never predicts: it keeps no copy of the model
     gc.collect()
     metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")

@@ -83,6 +83,8 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
         yield
         hangup()
         runtime.dispatcher.close()
+        if model is None and loaded.hold is not None:
+            loaded.hold.close()  # this lifespan loaded it; a passed-in model is the caller's
         if multiprocess_dir():
             multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
         log.info("stopped")

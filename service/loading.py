@@ -8,15 +8,11 @@ scikit-learn at all, so it can only ever serve a graph; the `-sklearn` image can
 from __future__ import annotations
 
 from importlib.util import find_spec
-from typing import IO
 
 from modelstore import LoadedModel, Metadata, ModelRef, ModelStore, ModelStoreError
 from service.settings import Settings
 
 SKLEARN_IMAGE = "the serving image tagged with a -sklearn suffix"
-# The versions this process serves, held for its lifetime so `prune` leaves them alone (a
-# worker that restarts must find its version; see ModelStore.hold).
-_HELD: list[IO[bytes]] = []
 
 
 class RuntimeUnavailableError(ModelStoreError):
@@ -31,15 +27,22 @@ def load_model(settings: Settings) -> LoadedModel:
     """Resolve and verify exactly one version for one runtime; any error stops start-up."""
     store = ModelStore(settings.model_dir)
     ref = store.resolve(settings.model_name, settings.model_version)
-    _HELD.append(store.hold(ref))
-    metadata = store.metadata(ref)
-    if choose_runtime(settings.runtime, ref, metadata) == "onnx":
-        return LoadedModel(ref, metadata, graph=store.read_graph(ref, metadata))
-    import sklearn
+    # Held while the caller keeps the result (a server: for its life), so `prune` leaves the
+    # version alone and a worker that restarts finds it.
+    hold = store.hold(ref)
+    try:
+        metadata = store.metadata(ref)
+        if choose_runtime(settings.runtime, ref, metadata) == "onnx":
+            graph = store.read_graph(ref, metadata)
+            return LoadedModel(ref, metadata, graph=graph, hold=hold)
+        import sklearn
 
-    versions = {"scikit-learn": sklearn.__version__}
-    estimator = store.load_estimator(ref, metadata, runtime_versions=versions)
-    return LoadedModel(ref, metadata, estimator=estimator)
+        versions = {"scikit-learn": sklearn.__version__}
+        estimator = store.load_estimator(ref, metadata, runtime_versions=versions)
+        return LoadedModel(ref, metadata, estimator=estimator, hold=hold)
+    except BaseException:
+        hold.close()
+        raise
 
 
 def choose_runtime(wanted: str, ref: ModelRef, metadata: Metadata) -> str:

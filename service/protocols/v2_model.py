@@ -459,6 +459,9 @@ class ColumnCheck:
             elif kind is int:
                 if not -MAX_MAGNITUDE <= value <= MAX_MAGNITUDE:
                     raise TensorError(_out_of_range(_where(tensor, column), row, value))
+                if not self.integer:  # a number feature's value is a float, as /predict reads it
+                    out = out if out is not None else list(values)
+                    out[row] = float(value)
             elif value is None:
                 self._missing(tensor, column, row, "null is a missing value")
             else:
