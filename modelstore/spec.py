@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Any
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_]")
 _LONGEST = 64
@@ -31,3 +32,37 @@ def graph_input_names(names: Sequence[str]) -> list[str]:
         taken.add(candidate)
         inputs.append(candidate)
     return inputs
+
+
+# How a table's cell reads as each feature type, for training and for scoring alike.
+BOOLEAN_WORDS = {"true": True, "false": False}
+INTEGER_TEXT = re.compile(r"[+-]?[0-9]+")
+
+
+class CellError(ValueError):
+    """A cell that cannot be a value of its feature's type; `str()` says what it should be."""
+
+
+def read_cell(text: str, kind: str) -> Any:
+    """A present (not missing) cell's text as the value a client would send for it.
+
+    `true`/`false` in any case for a boolean; for an integer, whole numbers written either way
+    (`2007`, `2007.0`); a number's text as Python reads it. What remains for the caller to
+    refuse (a fraction for an integer, infinity, NaN) comes back as a float.
+    """
+    if kind == "string":
+        return text
+    if kind == "boolean":
+        try:
+            return BOOLEAN_WORDS[text.strip().lower()]
+        except KeyError:
+            raise CellError(f"{text[:40]!r} is not true or false") from None
+    if kind == "integer" and INTEGER_TEXT.fullmatch(text.strip()):
+        return int(text)
+    try:
+        number = float(text)
+    except ValueError:
+        raise CellError(f"{text[:40]!r} is not a number") from None
+    if kind == "integer" and number.is_integer():
+        return int(number)
+    return number

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from typing import IO, Any
 from pydantic import TypeAdapter, ValidationError
 
 from modelstore import Feature, LoadedModel, class_key
+from modelstore.spec import CellError, read_cell
 from modelstore.table import MISSING_MARKERS, TableError, TableReader
 from scoring.sinks import open_sink
 from service.runtimes import make_predictor
@@ -34,8 +34,6 @@ from service.runtimes.base import (
 )
 from service.spec import category_message, feature_type
 
-BOOLEAN_WORDS = {"true": True, "false": False}
-_INTEGER = re.compile(r"[+-]?[0-9]+")
 CHUNK_ROWS = 20_000
 
 
@@ -50,41 +48,15 @@ class Summary:
     rejected: int = 0
 
 
-class _BadCellError(Exception):
-    """A cell that cannot be read as its feature's type: the row is rejected."""
-
-
 def _converter(feature: Feature, missing: frozenset[str]) -> Callable[[str], Any]:
-    """Text to the value `/predict` would receive, None for a missing one."""
-    if feature.type == "string":
-        return lambda text: None if text in missing else text
-    if feature.type == "boolean":
+    """Text to the value `/predict` would receive (modelstore.spec.read_cell, as training reads
+    it), None for a missing one; a CellError rejects the row."""
+    kind = feature.type
 
-        def boolean(text: str) -> Any:
-            if text in missing:
-                return None
-            try:
-                return BOOLEAN_WORDS[text.strip().lower()]
-            except KeyError:
-                raise _BadCellError(f"{text[:40]!r} is not true or false") from None
+    def convert(text: str) -> Any:
+        return None if text in missing else read_cell(text, kind)
 
-        return boolean
-    integer = feature.type == "integer"
-
-    def number(text: str) -> Any:
-        if text in missing:
-            return None
-        try:
-            if integer and _INTEGER.fullmatch(text.strip()):
-                return int(text)
-            value = float(text)
-        except ValueError:
-            raise _BadCellError(f"{text[:40]!r} is not a number") from None
-        if integer and value.is_integer():
-            return int(value)
-        return value  # the validator refuses fractions for integers, infinity and NaN
-
-    return number
+    return convert
 
 
 class BatchScorer:
@@ -249,7 +221,7 @@ def _read_column(
     for index, text in enumerate(cells):
         try:
             values.append(convert(text))
-        except _BadCellError as exc:
+        except CellError as exc:
             reasons.setdefault(index, f"{feature.name}: {exc}")
             values.append(None)
     return values

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from modelstore import Feature, sha256_file
+from modelstore.spec import BOOLEAN_WORDS, INTEGER_TEXT, read_cell
 from modelstore.table import MISSING_MARKERS, TableError, TableReader
 from training.errors import TrainingError
 
@@ -34,13 +35,11 @@ MOSTLY = 0.9
 # How many odd values in an otherwise numeric column still read as a missing-value marker.
 MAX_MARKERS = 5
 
-_INTEGER = re.compile(r"[+-]?[0-9]+")
 _LEADING_ZERO = re.compile(r"[+-]?0[0-9]")
 _DATE = re.compile(
     r"[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}([T ][0-9:.+-Z]*)?"
     r"|[0-9]{1,2}[/.][0-9]{1,2}[/.][0-9]{2,4}( [0-9:]+)?"
 )
-_BOOLEAN = {"true": True, "false": False}
 _INT64 = (-(2**63), 2**63 - 1)
 
 
@@ -176,9 +175,9 @@ def infer_type(raw: pd.Series) -> str:
     present = raw.dropna().astype(str)
     if present.empty:
         return "string"
-    if present.str.lower().isin(list(_BOOLEAN)).all():
+    if present.str.lower().isin(list(BOOLEAN_WORDS)).all():
         return "boolean"
-    if present.str.fullmatch(_INTEGER).all():
+    if present.str.fullmatch(INTEGER_TEXT).all():
         if present.str.match(_LEADING_ZERO).any():
             return "string"  # codes such as zip codes: 01234 is not the number 1234
         values = present.map(int)
@@ -197,19 +196,10 @@ def typed_column(name: str, raw: pd.Series, kind: str) -> pd.Series:
     def convert(value: Any) -> Any:
         if value is None or (isinstance(value, float) and math.isnan(value)):
             return None
-        text = str(value)
-        if kind == "string":
-            return text
-        if kind == "boolean":
-            return _BOOLEAN[text.strip().lower()]
-        number = float(text)
-        if not math.isfinite(number):
-            raise ValueError(text)
-        if kind == "integer":
-            if not _INTEGER.fullmatch(text.strip()):
-                raise ValueError(text)
-            return int(text)
-        return number
+        read = read_cell(str(value), kind)  # as scoring reads it (modelstore.spec)
+        if isinstance(read, float) and (not math.isfinite(read) or kind == "integer"):
+            raise ValueError(value)
+        return read
 
     values = []
     for row, value in enumerate(raw.tolist()):
