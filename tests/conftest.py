@@ -45,6 +45,21 @@ def mixed_rows(count: int, seed: int = 0) -> list[list[object]]:
     return rows
 
 
+def train_overflowing_ridge(folder: Path) -> Path:
+    """A linear regressor whose answer overflows to infinity for inputs near 1e15 (the largest
+    accepted): a feature spread of 1e-149 and a target near 1e151. float32 holds neither, so the
+    version has no graph and is served by scikit-learn. Returns its store."""
+    rows = [[i * 1e-150, (i % 7) / 100, i * 1e150] for i in range(60)]
+    data = write_csv(folder / "small.csv", ["a", "b", "y"], rows)
+    config = folder / "ridge.toml"
+    config.write_text(
+        f'[data]\npath = "{data}"\ntarget = "y"\n[model]\ntask = "regression"\n'
+        'estimator = "linear"\n'
+    )
+    assert train(folder / "models", "--config", str(config)) == 0
+    return folder / "models"
+
+
 @pytest.fixture(scope="session")
 def penguins_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The default model trained once per session; tests must not modify this store."""

@@ -16,21 +16,14 @@ import pytest
 
 from scoring.cli import main
 from service.runtimes.base import NON_FINITE_REASON
-from tests.conftest import PENGUINS_CSV, train, write_csv
+from tests.conftest import PENGUINS_CSV, train_overflowing_ridge, write_csv
 
 
 def test_a_prediction_that_overflows_is_rejected_with_the_services_reason(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # The overflowing ridge of tests/service/test_review_defects.py: 1e15 inputs give infinity.
-    rows = [[i * 1e-150, (i % 7) / 100, i * 1e150] for i in range(60)]
-    data = write_csv(tmp_path / "small.csv", ["a", "b", "y"], rows)
-    config = tmp_path / "ridge.toml"
-    config.write_text(
-        f'[data]\npath = "{data}"\ntarget = "y"\n[model]\ntask = "regression"\n'
-        'estimator = "linear"\n'
-    )
-    assert train(tmp_path / "models", "--config", str(config)) == 0
+    train_overflowing_ridge(tmp_path)
     queries = write_csv(tmp_path / "q.csv", ["a", "b"], [[1e-149, 0.02], [1e15, -1e15], [0, 0]])
     out = tmp_path / "out.csv"
     code = main(

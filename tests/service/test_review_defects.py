@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from service.logs import ConsoleFormatter
 from service.settings import Settings, SettingsError
-from tests.conftest import PENGUINS_CSV, train, write_csv
+from tests.conftest import PENGUINS_CSV, train, train_overflowing_ridge, write_csv
 from tests.service.conftest import ClientFactory
 
 
@@ -25,14 +25,7 @@ def test_an_overflowing_prediction_is_422_naming_the_instance(
     # A feature spread of 1e-149 and a target near 1e151: scaling and weighing 1e15 (the
     # largest accepted input) overflows even in float64, so the linear model answers infinity.
     # float32 holds neither, so the version has no graph and is served by scikit-learn.
-    rows = [[i * 1e-150, (i % 7) / 100, i * 1e150] for i in range(60)]
-    data = write_csv(tmp_path / "small.csv", ["a", "b", "y"], rows)
-    config = tmp_path / "ridge.toml"
-    config.write_text(
-        f'[data]\npath = "{data}"\ntarget = "y"\n[model]\ntask = "regression"\n'
-        'estimator = "linear"\n'
-    )
-    assert train(tmp_path / "models", "--config", str(config)) == 0
+    train_overflowing_ridge(tmp_path)
     client = make_client(model_dir=tmp_path / "models", runtime="sklearn")
     fine, huge = {"a": 1e-149, "b": 0.02}, {"a": 1e15, "b": -1e15}
     response = client.post("/predict", json={"instances": [fine, huge]})
