@@ -24,6 +24,7 @@ from pydantic import Discriminator, Field, Tag, TypeAdapter, ValidationError
 
 from modelstore import Feature, Metadata
 from service.protocols.v2_tensors import (
+    FIT_CHECKED,
     InferRequest,
     OutputJson,
     RequestedOutput,
@@ -95,6 +96,12 @@ class TensorModel:
         self.all_numeric = all(f.type in _NUMERIC for f in self.features)
         self.accept_unknown = accept_unknown
         self.checks = {f.name: ColumnCheck(f, accept_unknown) for f in self.features}
+        # The datatypes whose JSON values the fast path must check against the datatype's range:
+        # an integer feature's INT64 values are whole and within ±1e15 by its own type already.
+        self.fit_checked = {
+            f.name: FIT_CHECKED - ({"INT64"} if f.type == "integer" else set())
+            for f in self.features
+        }
         self.integer_columns = [j for j, f in enumerate(self.features) if f.type == "integer"]
         self._fast_adapter = self._make_fast_adapter()
         self.is_classifier = metadata.task == "classification"
@@ -197,7 +204,7 @@ class TensorModel:
                 return None
             if len(shape) == 2 and shape[1] != 1:
                 return None
-            if not _fits(item, data):
+            if item["datatype"] in self.fit_checked[name] and not _fits(item, data):
                 return None
             if rows != shape[0]:
                 if rows >= 0:

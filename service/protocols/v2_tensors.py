@@ -47,6 +47,7 @@ _FITS: dict[str, tuple[float, float, bool]] = {
     if name.startswith(("INT", "UINT"))
 }
 _FITS["FP16"] = (-65504, 65504, False)
+FIT_CHECKED = frozenset(_FITS)
 
 
 class TensorError(Exception):
