@@ -1,7 +1,7 @@
 """The model layer: validated instances in, predictions out. No web framework here.
 
-One seam with two implementations: `predict_onnx.OnnxPredictor` runs the version's compiled
-graph in ONNX Runtime, `predict_sklearn.SklearnPredictor` runs the pickled pipeline. This base
+One seam with two implementations: `runtimes.onnx.OnnxPredictor` runs the version's compiled
+graph in ONNX Runtime, `runtimes.sklearn.SklearnPredictor` runs the pickled pipeline. This base
 owns what they share: the answer's shape, class keys, the finiteness check and the timing the
 dispatcher plans with.
 """
