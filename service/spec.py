@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from contextlib import suppress
 from typing import Annotated, Any, Literal, NotRequired
 
 import orjson
@@ -157,22 +158,16 @@ class InstancesValidator:
         }
 
     def validate_json(self, body: bytes) -> list[dict[str, Any]]:
-        if len(body) <= ONE_PASS_BYTES:
+        payload = None
+        if len(body) > ONE_PASS_BYTES:
+            with suppress(orjson.JSONDecodeError):  # not JSON to orjson (NaN tokens too)
+                payload = orjson.loads(body)
+        if payload is None:  # small, or pydantic is to name the fault: one pass
             try:
                 instances: list[dict[str, Any]] = self.adapter.validate_json(body)["instances"]
             except ValidationError as exc:
                 raise self._failure(exc, 0) from None
             return instances
-        try:
-            payload = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            payload = None  # not JSON to orjson (NaN tokens too): pydantic names the fault
-        if payload is None:
-            try:
-                checked: list[dict[str, Any]] = self.adapter.validate_json(body)["instances"]
-            except ValidationError as exc:
-                raise self._failure(exc, 0) from None
-            return checked
         return self.validate_python(payload)
 
     def validate_python(self, payload: Any) -> list[dict[str, Any]]:

@@ -124,9 +124,9 @@ class GuardedProtocol(HttpToolsProtocol):
             return
         super().on_headers_complete()
         cycle = self.cycle
-        if cycle is not None and self._draining:
-            cycle.keep_alive = False
         if cycle is not None:
+            if self._draining:
+                cycle.keep_alive = False
             cycle.send = _stop_when_gone(cycle, self.transport)  # type: ignore[method-assign]
             if not cycle.response_complete:
                 self._arm(LIMITS.body_timeout, "request body")
