@@ -185,6 +185,8 @@ def test_a_replacement_that_cannot_start_leaves_the_healthy_worker_serving(
     models = tmp_path / "models"
     assert train(models) == 0
     with serving(models, WORKERS="2") as server:
+        # Both workers up before the store goes: a worker still starting would fail too.
+        assert server.wait_for_log("Application startup complete.", 60, count=2)
         first, _ = workers_of(server)
         shutil.rmtree(
             models / "penguins" / "1"
