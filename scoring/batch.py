@@ -20,10 +20,11 @@ from typing import IO, Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from modelstore import Feature, LoadedModel, class_key
-from modelstore.spec import CellError, read_cell
+from modelstore import LoadedModel, class_key
+from modelstore.spec import CellError
 from modelstore.table import MISSING_MARKERS, TableError, TableReader
 from scoring.sinks import open_sink
+from service.features import FeatureRule, FeatureSpec
 from service.runtimes import make_predictor
 from service.runtimes.base import (
     NON_FINITE_REASON,
@@ -32,7 +33,6 @@ from service.runtimes.base import (
     Table,
     check_finite,
 )
-from service.spec import category_message, feature_type
 
 CHUNK_ROWS = 20_000
 
@@ -48,17 +48,6 @@ class Summary:
     rejected: int = 0
 
 
-def _converter(feature: Feature, missing: frozenset[str]) -> Callable[[str], Any]:
-    """Text to the value `/predict` would receive (modelstore.spec.read_cell, as training reads
-    it), None for a missing one; a CellError rejects the row."""
-    kind = feature.type
-
-    def convert(text: str) -> Any:
-        return None if text in missing else read_cell(text, kind)
-
-    return convert
-
-
 class BatchScorer:
     def __init__(
         self,
@@ -68,15 +57,12 @@ class BatchScorer:
     ) -> None:
         self.metadata = loaded.metadata
         self.predictor: Predictor = make_predictor(loaded)
-        self.features = list(self.metadata.features)
-        self.names = [f.name for f in self.features]
-        missing = MISSING_MARKERS | frozenset(missing_values or ())
-        self.converters = [_converter(f, missing) for f in self.features]
+        self.spec = FeatureSpec(self.metadata, accept_unknown)
+        self.names = self.spec.names
+        self.missing = MISSING_MARKERS | frozenset(missing_values or ())
         # The native instance's field types, each over a whole column: one call per feature
         # per chunk, and every error's `loc` is the row.
-        self.checks = [
-            TypeAdapter(_list_of(feature_type(f, accept_unknown))) for f in self.features
-        ]
+        self.checks = [TypeAdapter(_list_of(rule.value_type)) for rule in self.spec.rules]
         classes = self.metadata.classes
         self.label_texts = None if classes is None else [_label(c) for c in classes]
         classes = self.metadata.classes or []
@@ -164,20 +150,18 @@ class BatchScorer:
                     cells = [""] * width
                 rows.append(cells)
         columns = []
-        for feature, convert, check, p in zip(
-            self.features, self.converters, self.checks, positions, strict=True
-        ):
-            values = _read_column([cells[p] for cells in rows], feature, convert, reasons)
+        for rule, check, p in zip(self.spec.rules, self.checks, positions, strict=True):
+            values = _read_column([cells[p] for cells in rows], rule, self.missing, reasons)
             try:
                 check.validate_python(values)
             except ValidationError as exc:
                 for error in exc.errors(include_url=False, include_context=False):
                     message = error["msg"]
                     if error["type"] == "literal_error":
-                        message = category_message(feature.categories or ())
+                        message = rule.category_message()
                     if error["input"] is None:
-                        message = "missing, but it had no missing values in training"
-                    reasons.setdefault(int(error["loc"][0]), f"{feature.name}: {message}")
+                        message = rule.needs_value("missing")
+                    reasons.setdefault(int(error["loc"][0]), f"{rule.name}: {message}")
             columns.append(values)
         good = [i for i in range(len(rows)) if i not in reasons] if reasons else None
         if good is None:
@@ -206,23 +190,23 @@ class BatchScorer:
 
 
 def _read_column(
-    cells: list[str], feature: Feature, convert: Callable[[str], Any], reasons: dict[int, str]
+    cells: list[str], rule: FeatureRule, missing: frozenset[str], reasons: dict[int, str]
 ) -> list[Any]:
     """One feature's cells as values; a cell that cannot be read rejects its row."""
-    if feature.type in ("number", "integer"):
+    if rule.type in ("number", "integer"):
         try:
-            plain: list[Any] = list(map(int if feature.type == "integer" else float, cells))
+            plain: list[Any] = list(map(int if rule.integer else float, cells))
         except ValueError:
             pass  # a gap, a marker or a fault somewhere: cell by cell below
         else:
-            if feature.type == "integer" or not any(map(math.isnan, plain)):
+            if rule.integer or not any(map(math.isnan, plain)):
                 return plain
     values: list[Any] = []
     for index, text in enumerate(cells):
         try:
-            values.append(convert(text))
+            values.append(rule.read_text(text, missing))
         except CellError as exc:
-            reasons.setdefault(index, f"{feature.name}: {exc}")
+            reasons.setdefault(index, f"{rule.name}: {exc}")
             values.append(None)
     return values
 

@@ -14,6 +14,7 @@ from modelstore import LoadedModel
 from service.dispatch import Dispatcher
 from service.drift import DriftMonitor
 from service.errors import UnauthorizedError
+from service.features import FeatureRule, FeatureSpec
 from service.keys import KeyRing
 from service.metrics import Metrics
 from service.protocols.v2_model import TensorModel
@@ -28,6 +29,7 @@ class Runtime:
     settings: Settings
     loaded: LoadedModel
     predictor: Predictor
+    spec: FeatureSpec  # the version's feature rules, shared by every route
     validator: InstancesValidator
     metrics: Metrics
     keys: KeyRing
@@ -37,9 +39,9 @@ class Runtime:
     predictions_counter: Any  # the labelled child of metrics.predictions, looked up once
     tensors: TensorModel  # the model as KServe v1 and the Open Inference Protocol see it
     tensor_metadata_json: bytes
-    # feature -> (categories seen in training, its unknown_categories counter); empty unless
+    # (rule, its unknown_categories counter) per string feature; empty unless
     # UNKNOWN_CATEGORIES=accept
-    unknown_counters: dict[str, tuple[frozenset[str], Any]]
+    unknown_counters: list[tuple[FeatureRule, Any]]
     # None when DRIFT_WINDOW=0 or the version predates training profiles
     drift: DriftMonitor | None
 
@@ -48,19 +50,20 @@ class Runtime:
         meta = loaded.metadata
         predictor = make_predictor(loaded)
         platform = "onnxruntime_onnx" if predictor.runtime == "onnx" else "sklearn"
-        accept = settings.unknown_categories == "accept"
-        tensors = TensorModel(meta, settings.max_batch_size, platform, accept_unknown=accept)
+        spec = FeatureSpec(meta, accept_unknown=settings.unknown_categories == "accept")
+        tensors = TensorModel(spec, settings.max_batch_size, platform)
         # Only when unknown categories are accepted is there anything to count.
-        unknown = {
-            f.name: (frozenset(f.categories or ()), metrics.unknown_categories.labels(f.name))
-            for f in meta.features
-            if accept and f.type == "string"
-        }
+        unknown = [
+            (rule, metrics.unknown_categories.labels(rule.name))
+            for rule in spec.rules
+            if rule.accept_unknown
+        ]
         return cls(
             settings=settings,
             loaded=loaded,
             predictor=predictor,
-            validator=InstancesValidator(meta, settings.max_batch_size, accept),
+            spec=spec,
+            validator=InstancesValidator(spec, settings.max_batch_size),
             metrics=metrics,
             keys=KeyRing(settings.api_keys(), settings.api_key_file),
             model_ref={"name": meta.name, "version": meta.version},
@@ -92,8 +95,8 @@ class Runtime:
         self.metrics.model_seconds.observe(time.perf_counter() - started)
         check_finite(output)
         self.predictions_counter.inc(table.rows)
-        for name, (known, counter) in self.unknown_counters.items():
-            unseen = sum(1 for v in table.columns[name] if v is not None and v not in known)
+        for rule, counter in self.unknown_counters:
+            unseen = rule.count_unseen(table.columns[rule.name])
             if unseen:
                 counter.inc(unseen)
         if self.drift is not None:

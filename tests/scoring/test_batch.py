@@ -33,9 +33,9 @@ BAD_ROWS = {
     3: (penguin(island="Mars"), "island: Input should be"),
     5: (penguin(bill_length_mm="forty"), "bill_length_mm: 'forty' is not a number"),
     6: (penguin(year="2008.5"), "year: Input should be a valid integer"),
-    8: (penguin(year="NA"), "year: missing, but it had no"),
+    8: (penguin(year="NA"), "year: missing, but 'year' had no"),
     # A short row's missing trailing cells are gaps, as training reads them.
-    9: (BASE[:5], "year: missing, but it had no missing values in training"),
+    9: (BASE[:5], "year: missing, but 'year' had no missing values in training, so it needs one"),
     10: ([*BASE, "extra"], "9 cells where the header has 8"),
     11: (penguin(bill_length_mm="inf"), "bill_length_mm: Input should be a finite number"),
     12: (penguin(bill_length_mm="1e16"), "bill_length_mm: Input should be less than or equal"),

@@ -9,11 +9,12 @@ import pytest
 from pydantic import ValidationError
 
 from modelstore import Feature, Metadata
+from service.features import FeatureSpec
+from service.openapi.native import openapi_components
 from service.spec import (
     BatchTooLargeError,
     InstancesError,
     InstancesValidator,
-    openapi_components,
     request_adapter,
 )
 
@@ -52,8 +53,8 @@ FEATURES = [
 ]
 GOOD = {"size": 1.5, "count": 3, "on": True, "colour name": "red"}
 META = metadata(FEATURES, GOOD)
-ADAPTER = request_adapter(META, max_batch_size=3)
-VALIDATOR = InstancesValidator(META, max_batch_size=3, accept_unknown=False)
+ADAPTER = request_adapter(FeatureSpec(META), max_batch_size=3)
+VALIDATOR = InstancesValidator(FeatureSpec(META), max_batch_size=3)
 
 
 def errors_for(body: str) -> list[tuple[str, list[Any]]]:
@@ -107,7 +108,7 @@ def test_whole_floats_are_integers_and_the_bounds_are_inclusive() -> None:
     parsed = ADAPTER.validate_json(__import__("json").dumps(body))
     assert parsed["instances"][0]["count"] == 2007
     assert type(parsed["instances"][0]["count"]) is int
-    _, components = openapi_components(META, ADAPTER)
+    _, components = openapi_components(FeatureSpec(META), ADAPTER)
     count = components["Instance"]["properties"]["count"]["anyOf"][0]
     assert count == {"type": "integer", "minimum": -(10**15), "maximum": 10**15}
 
@@ -145,7 +146,7 @@ def test_oversize_batch_is_recognised() -> None:
 
 
 def test_openapi_components_name_features_and_carry_the_example() -> None:
-    request, components = openapi_components(META, ADAPTER)
+    request, components = openapi_components(FeatureSpec(META), ADAPTER)
     instance = components["Instance"]
     assert list(instance["properties"]) == ["size", "count", "on", "colour name"]
     assert instance["properties"]["size"]["type"] == "number"
@@ -159,7 +160,7 @@ def test_openapi_components_name_features_and_carry_the_example() -> None:
 
 def test_a_format_1_training_row_is_never_shown_in_the_docs() -> None:
     old = metadata(FEATURES, GOOD, format_version=1)
-    request, components = openapi_components(old, request_adapter(old, 3))
+    request, components = openapi_components(FeatureSpec(old), request_adapter(FeatureSpec(old), 3))
     placeholder = {"size": 0.0, "count": 0, "on": False, "colour name": "blue"}
     assert components["Instance"]["examples"] == [placeholder]
     assert request["examples"] == [{"instances": [placeholder]}]
@@ -176,12 +177,12 @@ def test_nan_from_pandas_gets_a_hint_to_send_null() -> None:
 
 def test_columns_training_ignored_are_accepted_and_dropped() -> None:
     meta = metadata(FEATURES, GOOD, ignored_columns=["customer_id"])
-    adapter = request_adapter(meta, 3)
+    adapter = request_adapter(FeatureSpec(meta), 3)
     parsed = adapter.validate_python({"instances": [{**GOOD, "customer_id": "c-17"}]})
     assert parsed["instances"][0]["size"] == 1.5
     with pytest.raises(ValidationError):  # other unknown columns are still errors
         adapter.validate_python({"instances": [{**GOOD, "other": 1}]})
-    _, components = openapi_components(meta, adapter)
+    _, components = openapi_components(FeatureSpec(meta), adapter)
     assert "customer_id" not in components["Instance"].get("required", [])
 
 
@@ -193,7 +194,7 @@ def test_probability_keys_in_the_schema_match_the_responses(
     classes: list[Any], keys: set[str], kind: str
 ) -> None:
     meta = metadata(FEATURES, GOOD, classes=classes)
-    _, components = openapi_components(meta, request_adapter(meta, 3))
+    _, components = openapi_components(FeatureSpec(meta), request_adapter(FeatureSpec(meta), 3))
     prediction = components["Prediction"]["properties"]
     assert set(prediction["probabilities"]["properties"]) == keys
     assert prediction["label"]["type"] == kind

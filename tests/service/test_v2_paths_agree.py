@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from modelstore import Metadata, ModelStore
+from service.features import FeatureSpec
 from service.protocols.v2_model import TensorModel
 from service.protocols.v2_tensors import TensorError, decode_request
 from service.spec import BatchTooLargeError, InstancesError, InstancesValidator
@@ -88,7 +89,7 @@ def same(a: Any, b: Any) -> bool:
 def model(penguins_store: Path) -> TensorModel:
     store = ModelStore(penguins_store)
     meta = store.metadata(store.resolve("penguins"))
-    return TensorModel(meta, max_batch_size=1000, platform="onnxruntime_onnx")
+    return TensorModel(FeatureSpec(meta), max_batch_size=1000, platform="onnxruntime_onnx")
 
 
 @settings(
@@ -117,7 +118,7 @@ def test_predict_reads_the_same_rows_as_the_protocol(
     instances = [{f.name: data.draw(values_for(f)) for f in meta.features} for _ in range(rows)]
     if any(isinstance(v, float) and math.isnan(v) for i in instances for v in i.values()):
         return  # JSON has no NaN for /predict (a 422 that says to send null)
-    validator = InstancesValidator(meta, 1000, accept_unknown=False)
+    validator = InstancesValidator(FeatureSpec(meta), 1000)
     try:
         native: Any = validator.validate_json(json.dumps({"instances": instances}).encode())
         native_columns = {f.name: [i[f.name] for i in native] for f in meta.features}

@@ -1,118 +1,36 @@
-"""`/openapi.json`: every route described with the loaded model's real features and outputs.
-
-The model is only known after start-up, so the document is built on first request. The native
-`/predict` schemas come from the request validator itself (`service.spec`); KServe v1 and
-the Open Inference Protocol reuse its per-feature schemas, so the three cannot disagree.
-"""
+"""KServe v1 and the Open Inference Protocol in the document: they reuse `/predict`'s per-feature
+value schemas and the feature spec's datatypes, so the three routes cannot disagree."""
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI
-from fastapi.openapi.utils import get_openapi
-
-from service.protocols.v2_model import ACCEPTED_TYPES
+from service.features import DATATYPES as FEATURE_DATATYPES
+from service.openapi.common import (
+    PROTOCOL_ERROR_SCHEMA,
+    PROTOCOL_ERRORS,
+    V1_PREDICT,
+    V2_INFER,
+    bare,
+    flag,
+    json_ref,
+    protocol_error,
+)
+from service.openapi.native import docs_example, label_schema
 from service.protocols.v2_tensors import DATATYPES
-from service.runtime import Runtime
-from service.spec import docs_example, label_schema, openapi_components
 
-AUTH_ERROR = "missing or wrong API key (only when a key is configured)"
-PREDICT_ERRORS = {
-    "401": AUTH_ERROR,
-    "413": "body over MAX_BODY_BYTES or batch over MAX_BATCH_SIZE",
-    "415": "body is not declared as JSON",
-    "422": "body does not match the schema, or the model's answer for an instance is not finite; "
-    "`loc` is body, instances, index, field",
-    "503": "model not loaded yet, or too many requests waiting (see Retry-After)",
-}
-PROTOCOL_ERRORS = {
-    "400": "the request does not fit the protocol or the model's inputs; the message names "
-    "the input (or instance) and the row",
-    "401": AUTH_ERROR,
-    "404": "no such model or version on this server",
-    "413": "body over MAX_BODY_BYTES or more rows than MAX_BATCH_SIZE",
-    "415": "body is neither JSON nor the binary extension's octet stream, or is compressed",
-    "503": "model not loaded yet, or too many requests waiting (see Retry-After)",
-}
-ERROR_SCHEMA = {
-    "type": "object",
-    "required": ["detail"],
-    "properties": {"detail": {"description": "a message, or a list of field errors for 422"}},
-}
-PROTOCOL_ERROR_SCHEMA = {
-    "type": "object",
-    "required": ["error"],
-    "properties": {"error": {"type": "string"}},
-}
-V2_INFER = ("/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer")
-V1_PREDICT = "/v1/models/{name}:predict"
-V2_METADATA = ("/v2/models/{name}", "/v2/models/{name}/versions/{version}")
-# Readiness stays open (as /health/ready does); everything that shows or uses the model is keyed.
-AUTHORIZED = ("/predict", "/model", *V2_METADATA, *V2_INFER, V1_PREDICT)
+if TYPE_CHECKING:  # the runtime imports the protocols, which the docs describe
+    from service.runtime import Runtime
 
 
-def openapi_builder(app: FastAPI) -> Callable[[], dict[str, Any]]:
-    def build() -> dict[str, Any]:
-        if app.openapi_schema:
-            return app.openapi_schema
-        schema = get_openapi(
-            title=app.title, version=app.version, description=app.description, routes=app.routes
-        )
-        runtime: Runtime | None = getattr(app.state, "runtime", None)
-        if runtime is None:
-            return schema
-        _native(schema, runtime)
-        _protocols(schema, runtime)
-        if runtime.keys.required:
-            schema["components"]["securitySchemes"] = {
-                "bearer": {"type": "http", "scheme": "bearer"},
-                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
-            }
-            for path in AUTHORIZED:
-                for op in schema["paths"][path].values():
-                    op["security"] = [{"bearer": []}, {"apiKey": []}]
-        app.openapi_schema = schema
-        return schema
-
-    return build
-
-
-def _native(schema: dict[str, Any], runtime: Runtime) -> None:
-    accept = runtime.settings.unknown_categories == "accept"
-    _, components = openapi_components(runtime.loaded.metadata, runtime.validator.adapter, accept)
-    components["Error"] = ERROR_SCHEMA
-    schema.setdefault("components", {}).setdefault("schemas", {}).update(components)
-    paths = schema["paths"]
-    paths["/predict"] = {
-        "post": {
-            "summary": "Predict for a batch of instances",
-            "operationId": "predict",
-            "requestBody": {"required": True, "content": _json_ref("PredictRequest")},
-            "responses": {
-                "200": {
-                    "description": "one prediction per instance",
-                    "content": _json_ref("PredictResponse"),
-                },
-                **{code: _error(text) for code, text in PREDICT_ERRORS.items()},
-            },
-        }
-    }
-    paths["/model"]["get"]["responses"]["401"] = _error(AUTH_ERROR)
-    paths["/model"]["get"]["responses"]["503"] = _error("model not loaded yet")
-    paths["/health/ready"]["get"]["responses"]["503"] = _error("model not loaded yet")
-
-
-def _protocols(schema: dict[str, Any], runtime: Runtime) -> None:
+def describe_protocols(schema: dict[str, Any], runtime: Runtime) -> None:
     meta = runtime.loaded.metadata
     model = runtime.tensors
     components = schema["components"]["schemas"]
     features = components["Instance"]["properties"]
-    value_schemas = {f.name: _bare(features[f.name]) for f in meta.features}
+    value_schemas = {f.name: bare(features[f.name]) for f in meta.features}
     components["ProtocolError"] = PROTOCOL_ERROR_SCHEMA
-    components.update(_v2_components(runtime, value_schemas))
+    components.update(v2_components(runtime, value_schemas))
     batch = runtime.settings.max_batch_size
     as_list = {
         "type": "array",
@@ -157,7 +75,7 @@ def _protocols(schema: dict[str, Any], runtime: Runtime) -> None:
                 "requestBody": {
                     "required": True,
                     "content": {
-                        **_json_ref("V2InferRequest"),
+                        **json_ref("V2InferRequest"),
                         "application/octet-stream": {
                             "schema": {"type": "string", "format": "binary"},
                             "description": "a JSON header of Inference-Header-Content-Length "
@@ -169,13 +87,13 @@ def _protocols(schema: dict[str, Any], runtime: Runtime) -> None:
                     "200": {
                         "description": "the requested outputs",
                         "content": {
-                            **_json_ref("V2InferResponse"),
+                            **json_ref("V2InferResponse"),
                             "application/octet-stream": {
                                 "schema": {"type": "string", "format": "binary"}
                             },
                         },
                     },
-                    **{code: _protocol_error(text) for code, text in PROTOCOL_ERRORS.items()},
+                    **{code: protocol_error(text) for code, text in PROTOCOL_ERRORS.items()},
                 },
             }
         }
@@ -183,13 +101,13 @@ def _protocols(schema: dict[str, Any], runtime: Runtime) -> None:
         "post": {
             "summary": "KServe v1: labels or values for instances (objects or feature lists)",
             "operationId": "v1_predict",
-            "requestBody": {"required": True, "content": _json_ref("V1PredictRequest")},
+            "requestBody": {"required": True, "content": json_ref("V1PredictRequest")},
             "responses": {
                 "200": {
                     "description": "one per instance",
-                    "content": _json_ref("V1PredictResponse"),
+                    "content": json_ref("V1PredictResponse"),
                 },
-                **{code: _protocol_error(text) for code, text in PROTOCOL_ERRORS.items()},
+                **{code: protocol_error(text) for code, text in PROTOCOL_ERRORS.items()},
             },
         }
     }
@@ -215,12 +133,12 @@ def _protocols(schema: dict[str, Any], runtime: Runtime) -> None:
             if path in V2_INFER or path == V1_PREDICT:
                 continue
             operation["responses"] = {
-                "200": {"description": "OK", "content": _json_ref(answer)},
-                **{code: _protocol_error(PROTOCOL_ERRORS[code]) for code in errors},
+                "200": {"description": "OK", "content": json_ref(answer)},
+                **{code: protocol_error(PROTOCOL_ERRORS[code]) for code in errors},
             }
 
 
-def _v2_components(runtime: Runtime, value_schemas: dict[str, Any]) -> dict[str, Any]:
+def v2_components(runtime: Runtime, value_schemas: dict[str, Any]) -> dict[str, Any]:
     meta = runtime.loaded.metadata
     model = runtime.tensors
     tensors = []
@@ -232,7 +150,7 @@ def _v2_components(runtime: Runtime, value_schemas: dict[str, Any]) -> dict[str,
                 "required": ["name", "datatype", "shape", "data"],
                 "properties": {
                     "name": {"const": feature.name},
-                    "datatype": {"enum": list(ACCEPTED_TYPES[feature.type])},
+                    "datatype": {"enum": list(FEATURE_DATATYPES[feature.type])},
                     "shape": {
                         "type": "array",
                         "items": {"type": "integer", "minimum": 0},
@@ -337,8 +255,8 @@ def _v2_components(runtime: Runtime, value_schemas: dict[str, Any]) -> dict[str,
                 "extensions": {"type": "array", "items": {"type": "string"}},
             },
         },
-        "V2Live": _flag("live"),
-        "V2Ready": _flag("ready"),
+        "V2Live": flag("live"),
+        "V2Ready": flag("ready"),
         "ModelReady": {
             "type": "object",
             "required": ["name", "ready"],
@@ -377,33 +295,10 @@ def components_example(runtime: Runtime) -> dict[str, Any]:
         "inputs": [
             {
                 "name": f.name,
-                "datatype": ACCEPTED_TYPES[f.type][0],
+                "datatype": FEATURE_DATATYPES[f.type][0],
                 "shape": [1],
                 "data": [example[f.name]],
             }
             for f in runtime.loaded.metadata.features
         ]
     }
-
-
-def _flag(name: str) -> dict[str, Any]:
-    return {"type": "object", "required": [name], "properties": {name: {"type": "boolean"}}}
-
-
-def _bare(schema: dict[str, Any]) -> dict[str, Any]:
-    """A feature's value schema without the description written for the native instance."""
-    value = copy.deepcopy(schema)
-    value.pop("description", None)
-    return value
-
-
-def _error(description: str) -> dict[str, Any]:
-    return {"description": description, "content": _json_ref("Error")}
-
-
-def _protocol_error(description: str) -> dict[str, Any]:
-    return {"description": description, "content": _json_ref("ProtocolError")}
-
-
-def _json_ref(name: str) -> dict[str, Any]:
-    return {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}

@@ -1,0 +1,260 @@
+"""A version's feature spec: every rule that turns outside values into model input, compiled once
+from the metadata and applied by every path (`/predict`, KServe v1, each v2 layout, batch
+scoring) so that no two of them can drift apart.
+
+It owns each feature's type and range, its nullability, its categories and what happens to an
+unseen one, the datatypes a v2 tensor may carry it in, and the words of each refusal. Missing has
+one meaning everywhere: JSON `null`, NaN in a float tensor, and an empty string (a text cell, a
+JSON string, a BYTES element) are all a missing value, accepted only where training saw gaps and
+never an unseen category. Inside the service a missing value is `None`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Annotated, Any, Literal, NotRequired
+
+from pydantic import BeforeValidator, ConfigDict, Field, Strict
+from pydantic_core import PydanticCustomError
+from typing_extensions import TypedDict
+
+from modelstore import Feature, Metadata
+from modelstore.spec import read_cell
+
+# The largest magnitude a number or integer feature may have. The compiled graph computes in
+# float32 (largest 3.4e38), and a linear model scales, weighs and sums its inputs: far beyond
+# any trained range that overflows to infinity. 1e15 is past any measurement a table holds and
+# leaves about 23 orders of magnitude for the model's arithmetic.
+MAX_MAGNITUDE = 10**15
+
+INTEGER_DATATYPES = frozenset(
+    {"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"}
+)
+# The v2 datatypes each feature type accepts; the first is the one the metadata advertises.
+DATATYPES: dict[str, tuple[str, ...]] = {
+    "number": ("FP64", "FP32", "FP16", *sorted(INTEGER_DATATYPES)),
+    "integer": ("INT64", *sorted(INTEGER_DATATYPES - {"INT64"}), "FP64", "FP32", "FP16"),
+    "boolean": ("BOOL",),
+    "string": ("BYTES",),
+}
+NUMERIC = frozenset({"number", "integer"})
+MAX_SHOWN_CATEGORIES = 20
+NEEDS_A_VALUE = "had no missing values in training, so it needs one"
+EMPTY_IS_MISSING = "an empty string is a missing value"
+NULL_IS_MISSING = "null is a missing value"
+
+
+def categories_text(known: Iterable[str]) -> str:
+    """The categories an error names: the first few in order and how many more, so one bad zip
+    code never answers with thousands of them."""
+    ordered = sorted(known)
+    shown = ", ".join(repr(c) for c in ordered[:MAX_SHOWN_CATEGORIES])
+    more = len(ordered) - MAX_SHOWN_CATEGORIES
+    return shown + (f" and {more} more" if more > 0 else "")
+
+
+def typed_dict(name: str, fields: dict[str, Any], extra: str = "forbid") -> Any:
+    """A TypedDict made at run time (so mypy cannot see it); unknown keys are refused."""
+    factory: Any = TypedDict
+    made = factory(name, fields)
+    made.__pydantic_config__ = ConfigDict(extra=extra)  # type: ignore[typeddict-item]
+    return made
+
+
+class ValueRefusedError(ValueError):
+    """One value a feature cannot take: its row and the reason, which callers place."""
+
+    def __init__(self, row: int, reason: str) -> None:
+        super().__init__(reason)
+        self.row = row
+        self.reason = reason
+
+
+def _whole_number(value: Any) -> Any:
+    """JSON has one number type: 2007.0 (what pandas writes for an integer column with gaps)
+    is the integer 2007. 2007.5 stays a float and fails the strict integer check."""
+    if type(value) is float and value.is_integer():
+        return int(value)
+    return value
+
+
+def _empty_is_missing(value: Any) -> Any:
+    return None if value == "" else value
+
+
+FiniteNumber = Annotated[
+    float, Strict(), Field(allow_inf_nan=False, ge=-MAX_MAGNITUDE, le=MAX_MAGNITUDE)
+]
+# Nested so the bounds stay `minimum`/`maximum` in the JSON schema the docs show.
+Integer = Annotated[
+    Annotated[int, Strict(), Field(ge=-MAX_MAGNITUDE, le=MAX_MAGNITUDE)],
+    BeforeValidator(_whole_number),
+]
+Boolean = Annotated[bool, Strict()]
+
+
+class FeatureRule:
+    """One feature's rules. `value_type` is the pydantic type a JSON value is parsed as (the
+    native instance field, the v2 fast path, scoring's column check); `check` is the same rule
+    over a decoded list (binary tensors, matrices, NaN gaps), with the same outcome."""
+
+    def __init__(self, feature: Feature, accept_unknown: bool) -> None:
+        self.feature = feature
+        self.name = feature.name
+        self.type = feature.type
+        self.nullable = feature.nullable
+        self.categories = list(feature.categories or ())
+        self.known = frozenset(self.categories)
+        self.accept_unknown = accept_unknown and feature.type == "string"
+        self.datatypes = DATATYPES[feature.type]
+        self.integer = feature.type == "integer"
+        self.value_type = self._value_type()
+        checks = {"string": self._strings, "boolean": self._booleans}
+        self._check = checks.get(feature.type, self._numbers)
+
+    # -- words --------------------------------------------------------------------------------
+
+    def needs_value(self, what: str) -> str:
+        return f"{what}, but '{self.name}' {NEEDS_A_VALUE}"
+
+    def category_message(self) -> str:
+        return f"Input should be a category seen in training: {categories_text(self.known)}"
+
+    def out_of_range(self, value: float) -> str:
+        if isinstance(value, float) and value in (float("inf"), float("-inf")):
+            return "infinity is not a number this model accepts"
+        limit = f"±{MAX_MAGNITUDE:.0e}"
+        return f"{value!r} is beyond {limit}, the largest magnitude this service accepts"
+
+    # -- values -------------------------------------------------------------------------------
+
+    def _value_type(self) -> Any:
+        base: Any
+        if self.type == "number":
+            base = FiniteNumber
+        elif self.type == "integer":
+            base = Integer
+        elif self.type == "boolean":
+            base = Boolean
+        elif self.accept_unknown:
+            # UNKNOWN_CATEGORIES=accept: any text, encoded as unseen; "" is never a category.
+            base = Annotated[str, Strict(), Field(min_length=0 if self.nullable else 1)]
+        else:
+            base = Literal[tuple(self.categories)]
+        if self.type == "string":
+            if self.nullable:
+                return Annotated[base | None, BeforeValidator(_empty_is_missing)]
+            refusal = self.needs_value(EMPTY_IS_MISSING)
+
+            def empty_is_refused(value: Any) -> Any:
+                if value == "":
+                    raise PydanticCustomError("missing_value", refusal)
+                return value
+
+            return Annotated[base, BeforeValidator(empty_is_refused)]
+        return base | None if self.nullable else base
+
+    def read_text(self, text: str, missing: frozenset[str]) -> Any:
+        """A table cell as the value a client would send for it (None for a missing one)."""
+        return None if text in missing else read_cell(text, self.type)
+
+    def count_unseen(self, values: list[Any]) -> int:
+        """How many present values are categories training never saw (accepted, encoded as
+        unseen by the pipeline)."""
+        known = self.known
+        return sum(1 for v in values if v is not None and v not in known)
+
+    def check(self, values: list[Any]) -> list[Any]:
+        """The values as the service takes them (None for missing), or a ValueRefusedError."""
+        return self._check(values)
+
+    def _missing(self, row: int, what: str) -> None:
+        if not self.nullable:
+            raise ValueRefusedError(row, self.needs_value(what))
+
+    def _numbers(self, values: list[Any]) -> list[Any]:
+        out: list[Any] | None = None
+        for row, value in enumerate(values):
+            kind = type(value)
+            if kind is float:
+                if value != value:  # NaN: a gap in a float tensor
+                    self._missing(row, "NaN is a missing value")
+                    out = out if out is not None else list(values)
+                    out[row] = None
+                    continue
+                if not -MAX_MAGNITUDE <= value <= MAX_MAGNITUDE:
+                    raise ValueRefusedError(row, self.out_of_range(value))
+                if self.integer:
+                    if not value.is_integer():
+                        raise ValueRefusedError(row, f"{value!r} is not a whole number")
+                    out = out if out is not None else list(values)
+                    out[row] = int(value)
+            elif kind is int:
+                if not -MAX_MAGNITUDE <= value <= MAX_MAGNITUDE:
+                    raise ValueRefusedError(row, self.out_of_range(value))
+                if not self.integer:  # a number feature's value is a float, as JSON reads it
+                    out = out if out is not None else list(values)
+                    out[row] = float(value)
+            elif value is None:
+                self._missing(row, NULL_IS_MISSING)
+            else:
+                raise ValueRefusedError(row, f"expected a number, got {_kind(value)}")
+        return out if out is not None else values
+
+    def _booleans(self, values: list[Any]) -> list[Any]:
+        for row, value in enumerate(values):
+            if value is None:
+                self._missing(row, NULL_IS_MISSING)
+            elif type(value) is not bool:
+                raise ValueRefusedError(row, f"expected true or false, got {_kind(value)}")
+        return values
+
+    def _strings(self, values: list[Any]) -> list[Any]:
+        known = self.known
+        out: list[Any] | None = None
+        for row, value in enumerate(values):
+            if type(value) is str and value in known:  # type first: lists are unhashable
+                continue
+            if value is None or value == "":
+                self._missing(row, EMPTY_IS_MISSING if value == "" else NULL_IS_MISSING)
+                out = out if out is not None else list(values)
+                out[row] = None
+            elif type(value) is not str:
+                raise ValueRefusedError(row, f"expected text, got {_kind(value)}")
+            elif not self.accept_unknown:
+                raise ValueRefusedError(
+                    row,
+                    f"{value[:100]!r} is not a category seen in training "
+                    f"({categories_text(known)})",
+                )
+        return out if out is not None else values
+
+
+class FeatureSpec:
+    """The rules of one version, in feature order; built once per process."""
+
+    def __init__(self, metadata: Metadata, accept_unknown: bool = False) -> None:
+        self.metadata = metadata
+        self.accept_unknown = accept_unknown
+        self.rules = [FeatureRule(f, accept_unknown) for f in metadata.features]
+        self.names = [r.name for r in self.rules]
+        self.by_name = {r.name: r for r in self.rules}
+        self.ignored = frozenset(metadata.ignored_columns)
+        self.nullable = frozenset(r.name for r in self.rules if r.nullable)
+        self.all_numeric = all(r.type in NUMERIC for r in self.rules)
+        self.integer_columns = [j for j, r in enumerate(self.rules) if r.integer]
+        # The most keys an instance may have: each feature and each column training ignored.
+        self.max_keys = len(self.rules) + len(self.ignored)
+
+    def instance_type(self) -> Any:
+        """One row as a JSON object: each feature's value type; ignored columns may come along
+        (a DataFrame minus its target) and are dropped."""
+        fields: dict[str, Any] = {r.name: r.value_type for r in self.rules}
+        fields.update(dict.fromkeys(self.metadata.ignored_columns, NotRequired[Any]))
+        return typed_dict("Instance", fields)
+
+
+def _kind(value: Any) -> str:
+    return {bool: "a boolean", str: "text", list: "a list", dict: "an object"}.get(
+        type(value), type(value).__name__
+    )
