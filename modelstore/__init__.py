@@ -6,6 +6,7 @@ from modelstore.metadata import (
     CompiledInfo,
     Feature,
     Metadata,
+    ProbeCheck,
     class_key,
 )
 from modelstore.store import (
@@ -34,6 +35,7 @@ __all__ = [
     "ModelRef",
     "ModelStore",
     "ModelStoreError",
+    "ProbeCheck",
     "SeveralModelsError",
     "StoreWriteError",
     "VerificationError",

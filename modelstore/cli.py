@@ -149,6 +149,19 @@ def show(store: ModelStore, name: str, version: str, as_json: bool = False) -> s
         f"git        {meta.git.commit or 'unknown'}{' (dirty)' if meta.git.dirty else ''}",
         f"seed       {meta.seed}",
     ]
+    if meta.onnx_checks:
+        lines += ["", "graph checked against the pipeline:"]
+        lines.append(
+            table(
+                [
+                    "rows",
+                    "count",
+                    f"largest {meta.onnx.deviation if meta.onnx else ''} deviation",
+                    "labels",
+                ],
+                [[k, str(n), f"{d:.3g}", same] for k, n, d, same in meta.onnx_checks],
+            )
+        )
     if meta.report is not None:
         lines.append(f"report     {ref.path / meta.report.file}")
     if meta.classes is not None:

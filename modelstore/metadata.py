@@ -61,6 +61,14 @@ class ArtifactInfo(_Strict):
     bytes: int = Field(ge=1)
 
 
+class ProbeCheck(_Strict):
+    """How many rows of one kind the graph was compared on, and its largest deviation there."""
+
+    rows: int = Field(ge=0)
+    max_deviation: float
+    labels_identical: bool | None = None
+
+
 class CompiledInfo(_Strict):
     """The ONNX graph of a version and how it was checked against the scikit-learn pipeline.
 
@@ -82,6 +90,12 @@ class CompiledInfo(_Strict):
     # The graph's input name for each feature, in feature order (modelstore.spec); absent in
     # versions written before names were mapped, whose inputs are the feature names themselves.
     inputs: list[str] | None = None
+    # The type numeric inputs enter the graph as: float64 since the graph computes as the
+    # pipeline does; float32 in versions compiled before.
+    precision: Literal["float32", "float64"] = "float32"
+    # Rows compared per kind (data, edges, thresholds, large integers, random); absent in
+    # versions compiled before the adversarial check.
+    checks: dict[str, ProbeCheck] | None = None
 
     @model_validator(mode="after")
     def _graph_when_verified(self) -> CompiledInfo:
@@ -158,10 +172,23 @@ class Metadata(_Strict):
         if not compiled.verified:
             return f"none: {compiled.reason}"
         return (
-            f"verified on {compiled.checked_rows} rows + {compiled.synthetic_rows} edge rows:"
-            f" largest {compiled.deviation} deviation {compiled.max_deviation:.2g}"
-            f" (tolerance {compiled.tolerance:.2g})"
+            f"verified on {compiled.checked_rows} rows + {compiled.synthetic_rows} probe rows"
+            f" ({compiled.precision}): largest {compiled.deviation} deviation"
+            f" {compiled.max_deviation:.2g} (tolerance {compiled.tolerance:.2g})"
         )
+
+    @property
+    def onnx_checks(self) -> list[tuple[str, int, float, str]]:
+        """(kind, rows, largest deviation, labels) for each kind of row the graph was checked
+        on; empty for versions compiled before the adversarial check."""
+        compiled = self.onnx
+        if compiled is None or compiled.checks is None:
+            return []
+        labels = {True: "same", False: "differ", None: "-"}
+        return [
+            (kind, c.rows, c.max_deviation, labels[c.labels_identical])
+            for kind, c in compiled.checks.items()
+        ]
 
     @property
     def example_is_typical(self) -> bool:

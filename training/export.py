@@ -1,35 +1,36 @@
 """Compiling the fitted pipeline to ONNX, and checking the graph against it before publishing.
 
-The graph takes one input per feature, in metadata order: `float` for numbers, integers and
-booleans (NaN for a gap), `string` for strings ("" for a gap). ONNX Runtime's Imputer is
-float-only, and skl2onnx's string imputer needs a string marker, so the conversion works on a
-copy of the pipeline whose string imputers treat "" as missing: the CSV reader never yields an
-empty string as a category, so "" cannot collide with a real value.
+The graph (training/onnx_graph.py) takes one input per feature, in metadata order: float64 for
+numbers, integers and booleans (NaN for a gap), strings for categories ("" for a gap: the table
+reader never yields an empty category, so "" cannot collide with a real value).
 
-The check compares both on every training and held-out row plus synthetic rows (each nullable
-feature missing, every known category, each number's minimum and maximum): the same label on
-every row and probabilities within PROBABILITY_TOLERANCE, or values within VALUE_TOLERANCE
-times the target's standard deviation.
+The check looks for disagreement (training/probes.py): every training and held-out row, edges,
+each tree's split thresholds and their neighbours, large integers and random rows from the
+training profile. Every row must get the same label, and probabilities within
+PROBABILITY_TOLERANCE, or values within VALUE_TOLERANCE times the target's standard deviation.
+A graph that disagrees anywhere is not published; the metadata records how many rows of each
+kind were compared and the largest deviation per kind.
 """
 
 from __future__ import annotations
 
-import copy
 import math
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from modelstore import GRAPH_FILE, CompiledInfo, Feature
+from modelstore import GRAPH_FILE, CompiledInfo, Feature, ProbeCheck
 from modelstore.spec import graph_input_names
 from modelstore.store import sha256_bytes
+from training.onnx_graph import MISSING_STRING, write_graph
+from training.probes import probe_rows
 
-PROBABILITY_TOLERANCE = 1e-4
-VALUE_TOLERANCE = 1e-4  # times the target's standard deviation
-OPSET = {"": 17, "ai.onnx.ml": 3}
-MISSING_STRING = ""
+PROBABILITY_TOLERANCE = 1e-9
+# A value's deviation is relative to the larger of the target's standard deviation and the value
+# itself: float64 keeps about 16 digits, so a regressor answering 1e16 for an integer near 2^53
+# may differ in its last unit, and that is as close as the pipeline agrees with itself.
+VALUE_TOLERANCE = 1e-9
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ def graph_inputs(
             feeds[name] = np.array(values, dtype=object).reshape(-1, 1)
         else:
             numbers = [math.nan if _missing(v) else float(v) for v in column]
-            feeds[name] = np.array(numbers, dtype=np.float32).reshape(-1, 1)
+            feeds[name] = np.array(numbers, dtype=np.float64).reshape(-1, 1)
     return feeds
 
 
@@ -62,30 +63,33 @@ def compile_pipeline(
     rows: np.ndarray[Any, np.dtype[np.object_]],
     target_std: float,
 ) -> Compiled:
-    """Convert and verify; a failure is recorded (with its reason), never raised."""
+    """Write and verify; a failure is recorded (with its reason), never raised."""
     kind = "probability" if task == "classification" else "value"
-    tolerance = PROBABILITY_TOLERANCE if task == "classification" else _value_tolerance(target_std)
-    synthetic = synthetic_rows(features, rows)
-    checked = np.concatenate([rows, synthetic]) if len(synthetic) else rows
+    tolerance = PROBABILITY_TOLERANCE if task == "classification" else VALUE_TOLERANCE
+    scale = target_std if target_std > 0 else 1.0
+    probes = probe_rows(pipeline, features, rows)
     base: dict[str, Any] = {
         "deviation": kind,
         "tolerance": tolerance,
         "checked_rows": len(rows),
-        "synthetic_rows": len(synthetic),
+        "synthetic_rows": sum(len(m) for k, m in probes.items() if k != "data"),
         "tools": _tools(),
+        "precision": "float64",
     }
     try:
         graph = convert(pipeline, features, task)
-    except Exception as exc:  # skl2onnx raises many kinds for what it cannot convert
+    except Exception as exc:  # an estimator or step the writer cannot reproduce
         reason = f"conversion failed: {_first_line(exc)}"
         return Compiled(None, CompiledInfo(verified=False, reason=reason, **base))
     try:
-        deviation, labels_identical = compare(pipeline, graph, features, task, checked)
+        checks = {k: compare(pipeline, graph, features, task, m, scale) for k, m in probes.items()}
     except Exception as exc:  # the runtime refusing the graph is a failed check too
         reason = f"ONNX Runtime could not run the graph: {_first_line(exc)}"
         return Compiled(None, CompiledInfo(verified=False, reason=reason, **base))
-    base.update(max_deviation=deviation, labels_identical=labels_identical)
-    failure = _failure(deviation, tolerance, labels_identical, kind)
+    deviation = max(c.max_deviation for c in checks.values())
+    labels = None if task != "classification" else all(c.labels_identical for c in checks.values())
+    base.update(max_deviation=deviation, labels_identical=labels, checks=checks)
+    failure = _failure(checks, tolerance, kind)
     if failure:
         return Compiled(None, CompiledInfo(verified=False, reason=failure, **base))
     info = CompiledInfo(
@@ -100,38 +104,7 @@ def compile_pipeline(
 
 
 def convert(pipeline: Any, features: list[Feature], task: str) -> bytes:
-    from skl2onnx import convert_sklearn
-    from skl2onnx.common.data_types import FloatTensorType, StringTensorType
-
-    prepared = copy.deepcopy(pipeline)
-    for name, transformer, _ in prepared.named_steps["preprocess"].transformers_:
-        if name == "categorical":
-            transformer.named_steps["impute"].missing_values = MISSING_STRING
-        elif name == "boolean":
-            # Most-frequent imputation of booleans, as floats: the graph's Imputer is float-only.
-            transformer.statistics_ = transformer.statistics_.astype(float)
-            transformer._fit_dtype = np.dtype(float)
-    names = graph_input_names([f.name for f in features])
-    inputs = [
-        (name, StringTensorType([None, 1]) if f.type == "string" else FloatTensorType([None, 1]))
-        for name, f in zip(names, features, strict=True)
-    ]
-    options = {id(prepared): {"zipmap": False}} if task == "classification" else None
-    with warnings.catch_warnings():
-        # skl2onnx 1.20's gradient-boosting converters hand protobuf booleans for an integer
-        # attribute: protobuf 6.33 (pinned) converts them with this warning, 7.34 refuses.
-        warnings.filterwarnings("ignore", "Field onnx.AttributeProto.ints: Expected an int")
-        # A fixed graph name (skl2onnx picks a random one), so the same fit gives the same bytes.
-        model = convert_sklearn(
-            prepared, name="pipeline", initial_types=inputs, options=options, target_opset=OPSET
-        )
-    # skl2onnx lists the operator domains it used in the order of a set: sorted, so the same
-    # fit gives the same bytes in every run.
-    ordered = sorted(model.opset_import, key=lambda entry: (entry.domain, entry.version))
-    del model.opset_import[:]
-    model.opset_import.extend(ordered)
-    graph: bytes = model.SerializeToString(deterministic=True)
-    return graph
+    return write_graph(pipeline, features, task)
 
 
 def compare(
@@ -140,63 +113,56 @@ def compare(
     features: list[Feature],
     task: str,
     rows: np.ndarray[Any, np.dtype[np.object_]],
-) -> tuple[float, bool | None]:
-    """The largest deviation, and whether every label agrees (classification)."""
+    scale: float = 1.0,
+) -> ProbeCheck:
+    """The largest deviation on these rows, and whether every label agrees (classification).
+    Where both answers overflow to non-finite numbers they agree (the service refuses both)."""
     import onnxruntime
 
     session = onnxruntime.InferenceSession(graph, providers=["CPUExecutionProvider"])
     outputs = session.run(None, graph_inputs(features, rows))
-    if task == "classification":
-        expected = pipeline.predict_proba(rows)
-        got = np.asarray(outputs[1], dtype=float)
-        labels = bool(np.array_equal(expected.argmax(axis=1), got.argmax(axis=1)))
-        return float(np.abs(expected - got).max()), labels
-    expected_values = pipeline.predict(rows)
-    got_values = np.asarray(outputs[0], dtype=float).ravel()
-    return float(np.abs(expected_values - got_values).max()), None
+    with np.errstate(all="ignore"):
+        if task == "classification":
+            expected = np.asarray(pipeline.predict_proba(rows), dtype=float)
+            got = np.asarray(outputs[1], dtype=float)
+            finite = np.isfinite(expected).all(axis=1) & np.isfinite(got).all(axis=1)
+            same = expected.argmax(axis=1) == got.argmax(axis=1)
+            labels = bool(np.all(same[finite]))
+            return ProbeCheck(
+                rows=len(rows), max_deviation=_largest(expected, got), labels_identical=labels
+            )
+        expected_values = np.asarray(pipeline.predict(rows), dtype=float)
+        got_values = np.asarray(outputs[0], dtype=float).ravel()
+        deviation = _largest(expected_values, got_values, scale)
+        return ProbeCheck(rows=len(rows), max_deviation=deviation)
 
 
-def synthetic_rows(
-    features: list[Feature], rows: np.ndarray[Any, np.dtype[np.object_]]
-) -> np.ndarray[Any, np.dtype[np.object_]]:
-    """Edge rows built on the first row: each gap, each category, each number's extremes."""
-    template = list(rows[0])
-    made: list[list[Any]] = []
-
-    def variant(index: int, value: Any) -> None:
-        row = list(template)
-        row[index] = value
-        made.append(row)
-
-    for index, feature in enumerate(features):
-        if feature.nullable:
-            variant(index, math.nan)
-        if feature.type == "string":
-            for category in feature.categories or []:
-                variant(index, category)
-        elif feature.type == "boolean":
-            variant(index, True)
-            variant(index, False)
-        else:
-            present = [float(v) for v in rows[:, index] if not _missing(v)]
-            kind = int if feature.type == "integer" else float
-            variant(index, kind(min(present)))
-            variant(index, kind(max(present)))
-    matrix = np.empty((len(made), len(features)), dtype=object)
-    for i, row in enumerate(made):
-        matrix[i] = row
-    return matrix
+def _largest(
+    expected: np.ndarray[Any, Any], got: np.ndarray[Any, Any], scale: float | None = None
+) -> float:
+    """The largest difference (relative to max(scale, |expected|) for values); infinite where
+    only one side is finite."""
+    if not np.array_equal(np.isfinite(expected), np.isfinite(got)):
+        return math.inf
+    both = np.isfinite(expected) & np.isfinite(got)
+    if not both.any():
+        return 0.0
+    difference = np.abs(expected[both] - got[both])
+    if scale is not None:
+        difference = difference / np.maximum(scale, np.abs(expected[both]))
+    return float(difference.max())
 
 
-def _value_tolerance(target_std: float) -> float:
-    return VALUE_TOLERANCE * target_std if target_std > 0 else VALUE_TOLERANCE
-
-
-def _failure(deviation: float, tolerance: float, labels: bool | None, kind: str) -> str | None:
-    if labels is False:
-        return "the graph predicts a different label than the pipeline on some rows"
-    if not math.isfinite(deviation) or deviation > tolerance:
-        return f"largest {kind} deviation {deviation:.3g} is over the tolerance {tolerance:.3g}"
+def _failure(checks: dict[str, ProbeCheck], tolerance: float, kind: str) -> str | None:
+    for name, check in checks.items():
+        if check.labels_identical is False:
+            return f"the graph predicts a different label than the pipeline on some {name} rows"
+    for name, check in checks.items():
+        if not math.isfinite(check.max_deviation) or check.max_deviation > tolerance:
+            return (
+                f"largest {kind} deviation {check.max_deviation:.3g} on {name} rows is over the "
+                f"tolerance {tolerance:.3g}"
+            )
     return None
 
 
@@ -212,4 +178,4 @@ def _first_line(exc: Exception) -> str:
 def _tools() -> dict[str, str]:
     from importlib.metadata import version
 
-    return {name: version(name) for name in ("skl2onnx", "onnx", "onnxruntime")}
+    return {name: version(name) for name in ("onnx", "onnxruntime", "scikit-learn")}

@@ -390,9 +390,14 @@ def _onnx_html(meta: Metadata) -> str:
     rows = [
         ["file", html.escape(compiled.file or "")],
         ["sha256", f"<code>{compiled.sha256}</code>"],
-        ["rows checked", f"{compiled.checked_rows} data + {compiled.synthetic_rows} edge rows"],
+        ["rows checked", f"{compiled.checked_rows} data + {compiled.synthetic_rows} probe rows"],
+        ["precision", compiled.precision],
         [f"largest {compiled.deviation} deviation", deviation],
         ["tolerance", f"{compiled.tolerance:.3g}"],
+    ]
+    rows += [
+        [f"{html.escape(kind)} rows", f"{count}: largest deviation {worst:.3g}, labels {same}"]
+        for kind, count, worst, same in meta.onnx_checks
     ]
     if compiled.labels_identical is not None:
         rows.append(["same labels", "yes" if compiled.labels_identical else "no"])

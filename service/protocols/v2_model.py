@@ -54,6 +54,16 @@ class TensorModel(TensorInputs):
             parameters["classes"] = self.classes
         else:
             outputs = [{"name": "value", "datatype": "FP64", "shape": [-1]}]
+        compiled = meta.onnx
+        if self.platform == "onnxruntime_onnx" and compiled is not None:
+            # How closely the graph served here was shown to answer as the pipeline.
+            parameters["graph_check"] = {
+                "precision": compiled.precision,
+                "deviation": compiled.deviation,
+                "max_deviation": compiled.max_deviation,
+                "tolerance": compiled.tolerance,
+                "rows": {k: c.model_dump() for k, c in (compiled.checks or {}).items()},
+            }
         return {
             "name": meta.name,
             "versions": [str(meta.version)],

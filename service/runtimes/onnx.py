@@ -1,8 +1,9 @@
 """The ONNX Runtime: the version's compiled graph, checked against the pipeline at training.
 
 The graph takes one tensor per feature (named as the metadata records, see modelstore.spec):
-float32 for numbers, integers and booleans (NaN for a
-gap), strings for categories ("" for a gap), as `training/export.py` built it. Nothing here can
+float64 for numbers, integers and booleans (float32 in versions compiled before graphs computed
+as the pipeline does; the graph's own input type decides), NaN for a gap; strings for categories
+("" for a gap), as `training/onnx_graph.py` wrote it. Nothing here can
 unpickle anything. The session is tuned for small calls: one thread, sequential execution, so a
 1-row call costs tens of microseconds and workers, not threads, give parallelism.
 """
@@ -42,9 +43,13 @@ class OnnxPredictor(Predictor):
         names = [f.name for f in metadata.features]
         compiled = metadata.onnx
         graph_names = compiled.inputs if compiled is not None and compiled.inputs else names
-        # (column in the request, graph input it feeds, whether it is text)
+        precision = {
+            i.name: np.float64 if i.type == "tensor(double)" else np.float32
+            for i in self.session.get_inputs()
+        }
+        # (column in the request, graph input it feeds, whether it is text, its number type)
         self.inputs = [
-            (f.name, graph_name, f.type == "string")
+            (f.name, graph_name, f.type == "string", precision[graph_name])
             for f, graph_name in zip(metadata.features, graph_names, strict=True)
         ]
         super().__init__(metadata)
@@ -53,7 +58,7 @@ class OnnxPredictor(Predictor):
         feeds: dict[str, np.ndarray[Any, Any]] = {}
         columns = table.columns
         with np.errstate(all="ignore"):  # huge numbers may overflow float32; the answer is checked
-            for name, graph_name, is_string in self.inputs:
+            for name, graph_name, is_string, number_type in self.inputs:
                 values = columns[name]
                 if is_string:
                     if None in values:
@@ -62,7 +67,7 @@ class OnnxPredictor(Predictor):
                 else:
                     if None in values:
                         values = [_NAN if v is None else v for v in values]
-                    feeds[graph_name] = np.array(values, dtype=np.float32).reshape(-1, 1)
+                    feeds[graph_name] = np.array(values, dtype=number_type).reshape(-1, 1)
             (output,) = self.session.run([self.output], feeds)
         result = np.asarray(output, dtype=float)
         return result if self.is_classifier else result.reshape(-1)

@@ -80,15 +80,15 @@ def perturbed(convert: Any) -> Any:
 
     def wrong(pipeline: Any, features: Any, task: str) -> bytes:
         import onnx
+        from onnx import numpy_helper
 
         model = onnx.load_from_string(convert(pipeline, features, task))
-        for node in model.graph.node:
-            if node.op_type == "LinearClassifier":
-                for attribute in node.attribute:
-                    if attribute.name == "coefficients":
-                        scaled = [1.5 * v for v in attribute.floats]
-                        del attribute.floats[:]
-                        attribute.floats.extend(scaled)
+        for index, constant in enumerate(model.graph.initializer):
+            if constant.name.startswith("coef"):
+                scaled = numpy_helper.to_array(constant) * 1.5
+                model.graph.initializer[index].CopyFrom(
+                    numpy_helper.from_array(scaled, constant.name)
+                )
         graph: bytes = model.SerializeToString()
         return graph
 
