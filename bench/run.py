@@ -556,12 +556,15 @@ def bench_scoring(work: Path) -> str:
 
 
 def main() -> int:
+    from bench.precision import bench_precision
+
     wrk = ensure_wrk()
     work = Path(tempfile.mkdtemp(prefix="bench-"))
     tables = [bench_model(wrk, work, label, config) for label, config in MODELS]
     tables += [bench_protocols(wrk, work, label, drop) for label, drop in PROTOCOL_MODELS]
     tables.append(bench_monitoring(wrk, work))
     tables.append(bench_scoring(work))
+    tables.append(bench_precision(work))
     print("\n\n".join(tables))
     print(
         f"\nwrk: 2 runs of {DURATION}s per server and scenario (A-B-C-C-B-A, means), after a 1s"

@@ -192,35 +192,43 @@ def _output(graph: _Graph, value: str, name: str, shape: list[Any], kind: int = 
 
 def _forest(graph: _Graph, forest: Any, matrix: str, task: str) -> str:
     """The trees' average: values, or class fractions (each leaf normalised as
-    DecisionTreeClassifier does). A TreeEnsemble leaf adds to one target, so for classes each
-    tree answers its leaf's row number, and the rows of fractions are gathered and averaged."""
+    DecisionTreeClassifier does). scikit-learn's trees compare a float32 feature with a float64
+    threshold, so each value is rounded to float32 first.
+
+    A TreeEnsemble leaf adds to one target, so a classifier's trees each answer their leaf's
+    number (exact in float32), and the rows of fractions are looked up in float64 and averaged.
+    They walk float32 values against the largest float32 not above each threshold, which splits
+    every float32 exactly as the threshold does.
+    """
+    if task == "regression":  # one value per leaf: the ensemble averages them in float64
+        rounded = graph.op("Cast", [graph.op("Cast", [matrix], to=TensorProto.FLOAT)], to=_DOUBLE)
+        each = [
+            (t.children_left, t.children_right, t.feature, t.threshold, t.value[:, 0, 0], None)
+            for t in (tree.tree_ for tree in forest.estimators_)
+        ]
+        return _tree_ensemble(graph, rounded, each, [0] * len(each), 1, average=True)
     trees: list[tuple[Any, ...]] = []
-    targets: list[int] = []
-    rows: list[Any] = []
-    for number, tree in enumerate(forest.estimators_):
+    table: list[Any] = []
+    for tree in forest.estimators_:
         t = tree.tree_
         values = t.value[:, 0, :]
-        if task == "classification":
-            total = values.sum(axis=1, keepdims=True)
-            total[total == 0.0] = 1.0
-            fractions = values / total
-            leaf_row = np.arange(len(rows), len(rows) + t.node_count, dtype=np.float64)
-            rows.extend(fractions)
-            values = leaf_row
-            targets.append(number)
-        else:
-            values = values[:, 0]
-            targets.append(0)
-        trees.append((t.children_left, t.children_right, t.feature, t.threshold, values, None))
-    if task == "regression":
-        return _tree_ensemble(graph, matrix, trees, targets, 1, average=True)
-    leaves = _tree_ensemble(graph, matrix, trees, targets, len(trees), average=False)
+        total = values.sum(axis=1, keepdims=True)
+        total[total == 0.0] = 1.0
+        row = np.arange(len(table), len(table) + t.node_count, dtype=np.float64)
+        table.extend(values / total)
+        trees.append((t.children_left, t.children_right, t.feature, t.threshold, row, None))
+    if len(table) >= 2**24:
+        raise UnsupportedPipelineError("the forest has more leaves than float32 can number")
+    single = graph.op("Cast", [matrix], "as_float32", to=TensorProto.FLOAT)
+    count = len(trees)
+    leaves = _tree_ensemble(
+        graph, single, trees, list(range(count)), count, average=False, float32=True
+    )
     index = graph.op("Cast", [leaves], "leaf", to=TensorProto.INT64)
-    table = graph.constant(np.asarray(rows, dtype=np.float64), "fractions")
-    gathered = graph.op("Gather", [table, index], axis=0)
+    values_table = graph.constant(np.asarray(table, dtype=np.float64), "leaf_values")
+    gathered = graph.op("Gather", [values_table, index], axis=0)
     summed = graph.op("ReduceSum", [gathered, graph.constant(np.array([1]))], keepdims=0)
-    count = graph.constant(np.array(float(len(trees))), "trees")
-    return graph.op("Div", [summed, count], "average")
+    return graph.op("Div", [summed, graph.constant(np.array(float(count)), "trees")], "average")
 
 
 def _boosting(graph: _Graph, model: Any, matrix: str) -> str:
@@ -257,6 +265,7 @@ def _tree_ensemble(
     targets: list[int],
     n_targets: int,
     average: bool,
+    float32: bool = False,
 ) -> str:
     """Trees as one ONNX-ML TreeEnsemble, each adding its leaf's value to its target:
     `x <= split` goes to the true (left) child, a NaN to the side the tree sends missing
@@ -298,7 +307,7 @@ def _tree_ensemble(
         for n in internal:
             modes.append(0)  # BRANCH_LEQ
             features.append(int(feature[n]))
-            splits.append(float(threshold[n]))
+            splits.append(_float32_at_most(threshold[n]) if float32 else float(threshold[n]))
             missing.append(int(goes_left[n]) if goes_left is not None else 1)
             for child, ids, flags in (
                 (int(left[n]), true_ids, true_leaf),
@@ -307,6 +316,7 @@ def _tree_ensemble(
                 is_a_leaf = child in leaf_at
                 ids.append(leaf_at[child] if is_a_leaf else node_at[child])
                 flags.append(int(is_a_leaf))
+    number_type = np.float32 if float32 else np.float64
     return graph.op(
         "TreeEnsemble",
         [matrix],
@@ -317,12 +327,21 @@ def _tree_ensemble(
         tree_roots=roots,
         nodes_modes=numpy_helper.from_array(np.array(modes, dtype=np.uint8)),
         nodes_featureids=features,
-        nodes_splits=numpy_helper.from_array(np.array(splits, dtype=np.float64)),
+        nodes_splits=numpy_helper.from_array(np.array(splits, dtype=number_type)),
         nodes_missing_value_tracks_true=missing,
         nodes_truenodeids=true_ids,
         nodes_trueleafs=true_leaf,
         nodes_falsenodeids=false_ids,
         nodes_falseleafs=false_leaf,
         leaf_targetids=leaf_targets,
-        leaf_weights=numpy_helper.from_array(np.array(leaf_weights, dtype=np.float64)),
+        leaf_weights=numpy_helper.from_array(np.array(leaf_weights, dtype=number_type)),
     )
+
+
+def _float32_at_most(threshold: float) -> float:
+    """The largest float32 not above `threshold`: for every float32 x, x <= it exactly when
+    x <= threshold (the comparison scikit-learn's trees make)."""
+    single = np.float32(threshold)
+    if float(single) > threshold:
+        single = np.nextafter(single, np.float32(-np.inf))
+    return float(single)
