@@ -73,7 +73,8 @@ def test_every_integer_around_every_boundary_answers_as_the_pipeline(
 ) -> None:
     loaded = trained(tmp_path, accounts_csv, family, target, drop)
     compiled = loaded.metadata.onnx
-    assert compiled is not None and compiled.verified, compiled and compiled.reason
+    assert compiled is not None
+    assert compiled.verified, compiled.reason
     assert compiled.precision == "float64"
     assert compiled.checks is not None
     assert ("thresholds" in compiled.checks) is (family != "linear")
