@@ -21,9 +21,9 @@ from typing_extensions import TypedDict
 from modelstore import Feature, Metadata
 from modelstore.spec import read_cell
 
-# The largest magnitude a number or integer feature may have. The compiled graph computes in
-# float32 (largest 3.4e38), and a linear model scales, weighs and sums its inputs: far beyond
-# any trained range that overflows to infinity. 1e15 is past any measurement a table holds and
+# The largest magnitude a number or integer feature may have. A linear model scales, weighs and
+# sums its inputs: far beyond any trained range that overflows to infinity (earlier versions'
+# float32 graphs top out at 3.4e38). 1e15 is past any measurement a table holds and
 # leaves about 23 orders of magnitude for the model's arithmetic.
 MAX_MAGNITUDE = 10**15
 

@@ -69,4 +69,5 @@ def test_the_sklearn_lock_adds_scikit_learn_but_no_training_or_dev_packages() ->
     for package in ("pandas", "skl2onnx", "onnx", "pyarrow", "pytest", "mypy", "ruff", "httpx2"):
         assert package not in serve
     train = pins(LOCKS / "train.txt")
-    assert train["protobuf"][0] == "6.33.6"  # 7.34 breaks skl2onnx's gradient boosting
+    assert "onnx" in train
+    assert "skl2onnx" not in train  # training writes its graphs itself (training/onnx_graph.py)
