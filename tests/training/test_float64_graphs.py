@@ -117,3 +117,51 @@ def test_the_reported_account_gets_the_pipelines_label(tmp_path: Path, accounts_
     graph = OnnxPredictor(loaded.metadata, loaded.graph).compute(table).argmax(axis=1)
     sklearn = loaded.estimator.predict(np.array(queries, dtype=object).reshape(-1, 1))
     assert [classes[i] for i in graph] == list(sklearn)
+
+
+def test_the_checks_per_kind_are_shown_where_users_look(
+    tmp_path: Path, accounts_csv: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from modelstore.cli import main as modelstore_main
+    from service.app import create_app
+    from service.settings import Settings
+
+    loaded = trained(tmp_path, accounts_csv, "random_forest", "level", "score")
+    capsys.readouterr()
+    models = tmp_path / "models"
+    assert modelstore_main(["--models-dir", str(models), "show", "accounts"]) == 0
+    shown = capsys.readouterr().out
+    assert "(float64)" in shown
+    assert "graph checked against the pipeline:" in shown
+    for kind in ("data", "edges", "thresholds", "large integers", "random"):
+        assert any(line.lstrip().startswith(kind) for line in shown.splitlines()), kind
+    settings = Settings(model_dir=models, model_name="accounts")
+    with TestClient(create_app(settings)) as client:
+        check = client.get("/v2/models/accounts").json()["parameters"]["graph_check"]
+    assert check["precision"] == "float64"
+    assert check["rows"]["thresholds"]["rows"] > 0
+    assert check["rows"]["thresholds"]["labels_identical"] is True
+    compiled = loaded.metadata.onnx
+    assert compiled is not None
+    assert check["max_deviation"] == compiled.max_deviation
+
+
+def test_a_version_compiled_before_keeps_its_float32_graph(
+    tmp_path: Path, accounts_csv: Path
+) -> None:
+    """Stores written before hold float32 graphs: the runtime feeds each graph the type its
+    inputs declare."""
+    skl2onnx = pytest.importorskip("skl2onnx")
+    del skl2onnx
+    from bench.precision import float32_graph
+
+    loaded = trained(tmp_path, accounts_csv, "linear", "level", "score")
+    meta = loaded.metadata
+    old = float32_graph(loaded.estimator, list(meta.features), meta.task)
+    queries: list[Any] = [BASE + 10, BASE + 90_000]
+    table = Table({"account": queries}, len(queries))
+    answer = OnnxPredictor(meta, old).compute(table)
+    expected = loaded.estimator.predict_proba(np.array(queries, dtype=object).reshape(-1, 1))
+    assert np.abs(answer - expected).max() < 1e-4
