@@ -81,7 +81,9 @@ class CompiledInfo(_Strict):
     sha256: Sha256 | None = None
     bytes: int | None = Field(None, ge=1)
     checked_rows: int = Field(0, ge=0, description="training and held-out rows compared")
-    synthetic_rows: int = Field(0, ge=0, description="probe rows: edges, thresholds, large integers, random")
+    synthetic_rows: int = Field(
+        0, ge=0, description="probe rows: edges, thresholds, large integers, random"
+    )
     deviation: Literal["probability", "value"]
     max_deviation: float | None = None
     tolerance: float
