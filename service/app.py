@@ -23,7 +23,7 @@ from service.loading import load_model
 from service.logs import configure_logging
 from service.metrics import Metrics, multiprocess_dir
 from service.openapi import openapi_builder
-from service.protocols import mount_protocol_routes
+from service.protocols import kserve_v1, oip_v2
 from service.protocols.native import mount_predict, mount_probe_options, router
 from service.runtime import Runtime
 from service.server.connections import PROBES, Limits
@@ -106,7 +106,8 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
     app.state.metrics = metrics
     app.include_router(router)
     mount_predict(app)
-    mount_protocol_routes(app)
+    oip_v2.mount(app)
+    kserve_v1.mount(app)
     mount_docs(app)
     mount_probe_options(app, sorted(p.decode() for p in PROBES))
     # Trailing slashes are dropped by the request middleware: never a redirect built from Host.
