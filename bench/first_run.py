@@ -32,9 +32,15 @@ def _free_port() -> int:
         return port
 
 
-def _answers(url: str, body: bytes) -> bool:
-    request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+def _answers(url: str) -> bool:
+    """Whether the server answers a prediction for the example its metadata shows."""
     try:
+        with urllib.request.urlopen(f"{url}/model", timeout=2) as response:
+            example = json.loads(response.read())["example"]
+        body = json.dumps({"instances": [example]}).encode()
+        request = urllib.request.Request(
+            f"{url}/predict", body, {"Content-Type": "application/json"}
+        )
         with urllib.request.urlopen(request, timeout=2) as response:
             return bool(response.status == 200)
     except (urllib.error.URLError, ConnectionError, TimeoutError):
@@ -51,9 +57,6 @@ def first_run(cache: bool = False) -> tuple[float, float]:
     env.pop("VIRTUAL_ENV", None)
     if not cache:
         env["PIP_NO_CACHE_DIR"] = "1"
-    example = {"bill_length_mm": 44.5, "bill_depth_mm": 17.3, "flipper_length_mm": 197.0}
-    example |= {"body_mass_g": 4050.0, "island": "Biscoe", "sex": "male"}
-    body = json.dumps({"instances": [example]}).encode()
     started = time.monotonic()
     log = (work / "make-run.log").open("wb")
     make = subprocess.Popen(
@@ -71,7 +74,7 @@ def first_run(cache: bool = False) -> tuple[float, float]:
                 installed = time.monotonic() - started
             if make.poll() is not None:
                 raise SystemExit(f"make run stopped (exit {make.returncode}): see {log.name}")
-            if _answers(f"http://127.0.0.1:{port}/predict", body):
+            if _answers(f"http://127.0.0.1:{port}"):
                 return time.monotonic() - started, installed
             time.sleep(0.25)
         raise SystemExit(f"no answer after {GIVE_UP_SECONDS}s: see {log.name}")
