@@ -47,6 +47,38 @@ class Table:
         return cls(joined, sum(t.rows for t in tables))
 
 
+Columns = dict[str, np.ndarray[Any, Any]]
+
+
+def typed_columns(table: Table, kinds: list[tuple[str, bool]]) -> Columns:
+    """A table's columns as the arrays both runtimes compute on: float64 with NaN for a gap
+    (numbers, integers and booleans as 1.0 / 0.0), or objects with None for a gap (text).
+    `kinds` is (name, is_text) per feature, in feature order."""
+    made: Columns = {}
+    for name, is_text in kinds:
+        values = table.columns[name]
+        if is_text:
+            made[name] = np.array(values, dtype=object)
+        elif None in values:
+            made[name] = np.array([_NAN if v is None else v for v in values], dtype=np.float64)
+        else:
+            made[name] = np.array(values, dtype=np.float64)
+    return made
+
+
+def text_with_gaps_as(column: np.ndarray[Any, Any], fill: Any) -> np.ndarray[Any, Any]:
+    """A text column with each gap (None) replaced by what a runtime's model reads as missing."""
+    gaps: np.ndarray[Any, Any] = column == None  # noqa: E711 (numpy compares each element)
+    if not gaps.any():
+        return column
+    filled = column.copy()
+    filled[gaps] = fill
+    return filled
+
+
+_NAN = float("nan")
+
+
 # Why a row whose prediction overflowed is refused: the same words on every route and in scoring.
 NON_FINITE_REASON = (
     "the model's prediction for this instance is not a finite number: its values are beyond "
@@ -70,14 +102,20 @@ class Predictor(ABC):
     def __init__(self, metadata: Metadata) -> None:
         self.metadata = metadata
         self.feature_names = [f.name for f in metadata.features]
+        self.kinds = [(f.name, f.type == "string") for f in metadata.features]
         self.is_classifier = metadata.task == "classification"
         self.classes: list[Any] = list(metadata.classes or [])
         self.class_keys = [class_key(c) for c in self.classes]
         self.fixed_cost, self.row_cost = self._measure()
 
-    @abstractmethod
     def compute(self, table: Table) -> np.ndarray[Any, Any]:
         """Class probabilities (n x classes, metadata order) or values (n), as float64."""
+        return self.compute_columns(typed_columns(table, self.kinds), table.rows)
+
+    @abstractmethod
+    def compute_columns(self, columns: Columns, rows: int) -> np.ndarray[Any, Any]:
+        """The same from typed columns (see `typed_columns`): what batch scoring builds
+        straight from Arrow."""
 
     def predict(self, instances: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Offline use and start-up timing: validated instances in, native answers out."""

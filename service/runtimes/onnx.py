@@ -10,16 +10,13 @@ unpickle anything. The session is tuned for small calls: one thread, sequential 
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 import onnxruntime
 
 from modelstore import Metadata
-from service.runtimes.base import Predictor, Table
-
-_NAN = math.nan
+from service.runtimes.base import Columns, Predictor, text_with_gaps_as
 
 
 class OnnxPredictor(Predictor):
@@ -54,20 +51,16 @@ class OnnxPredictor(Predictor):
         ]
         super().__init__(metadata)
 
-    def compute(self, table: Table) -> np.ndarray[Any, Any]:
+    def compute_columns(self, columns: Columns, rows: int) -> np.ndarray[Any, Any]:
         feeds: dict[str, np.ndarray[Any, Any]] = {}
-        columns = table.columns
-        with np.errstate(all="ignore"):  # huge numbers may overflow float32; the answer is checked
+        with np.errstate(all="ignore"):  # huge numbers may overflow; the answer is checked
             for name, graph_name, is_string, number_type in self.inputs:
-                values = columns[name]
+                column = columns[name]
                 if is_string:
-                    if None in values:
-                        values = ["" if v is None else v for v in values]
-                    feeds[graph_name] = np.array(values, dtype=object).reshape(-1, 1)
-                else:
-                    if None in values:
-                        values = [_NAN if v is None else v for v in values]
-                    feeds[graph_name] = np.array(values, dtype=number_type).reshape(-1, 1)
+                    column = text_with_gaps_as(column, "")
+                elif column.dtype != number_type:
+                    column = column.astype(number_type)
+                feeds[graph_name] = column.reshape(-1, 1)
             (output,) = self.session.run([self.output], feeds)
         result = np.asarray(output, dtype=float)
         return result if self.is_classifier else result.reshape(-1)

@@ -13,7 +13,7 @@ import sklearn
 from threadpoolctl import threadpool_limits
 
 from modelstore import Metadata
-from service.runtimes.base import Predictor, Table
+from service.runtimes.base import Columns, Predictor, text_with_gaps_as
 
 
 class SklearnPredictor(Predictor):
@@ -25,18 +25,16 @@ class SklearnPredictor(Predictor):
         self.estimator = estimator
         super().__init__(metadata)
 
-    def matrix(self, table: Table) -> np.ndarray[Any, np.dtype[np.object_]]:
-        """The rows as a 2-D object array in feature order; None becomes NaN for the imputers."""
-        matrix = np.empty((table.rows, len(self.feature_names)), dtype=object)
-        for j, name in enumerate(self.feature_names):
-            values = table.columns[name]
-            if None in values:
-                values = [math.nan if v is None else v for v in values]
-            matrix[:, j] = values
+    def matrix(self, columns: Columns, rows: int) -> np.ndarray[Any, np.dtype[np.object_]]:
+        """The rows as a 2-D object array in feature order; a gap is NaN for the imputers."""
+        matrix = np.empty((rows, len(self.feature_names)), dtype=object)
+        for j, (name, is_text) in enumerate(self.kinds):
+            column = columns[name]
+            matrix[:, j] = text_with_gaps_as(column, math.nan) if is_text else column
         return matrix
 
-    def compute(self, table: Table) -> np.ndarray[Any, Any]:
-        X = self.matrix(table)
+    def compute_columns(self, columns: Columns, rows: int) -> np.ndarray[Any, Any]:
+        X = self.matrix(columns, rows)
         # Inputs are already validated as finite, so scikit-learn may skip its own checks. Huge
         # inputs may still overflow inside the model: the result is checked instead of warned.
         with (
