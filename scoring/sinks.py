@@ -1,7 +1,8 @@
 """Where scored rows and rejects go: a CSV, or a Parquet file when the name ends in .parquet.
 
-Each sink takes a header, then lists of rows, and writes into a binary file that the caller
-opened (and flushes, syncs and renames into place only when every file is whole).
+Scored rows come as Arrow batches (`open_batch_sink`), rejects as lists of rows (`open_sink`).
+Each sink writes into a binary file that the caller opened (and flushes, syncs and renames
+into place only when every file is whole).
 """
 
 from __future__ import annotations
@@ -58,3 +59,75 @@ def open_sink(
     if name.lower().endswith(PARQUET_SUFFIXES):
         return ParquetSink(handle, header, types)
     return CsvSink(handle, header)
+
+
+class ArrowCsvSink:
+    """Scored rows from Arrow batches, written by Arrow's CSV writer (text cells quoted, numbers
+    as their shortest round-trip form)."""
+
+    def __init__(self, handle: IO[bytes], schema: Any) -> None:
+        import pyarrow.csv as arrow_csv
+
+        self.schema = schema
+        options = arrow_csv.WriteOptions(quoting_style="needed")
+        self.writer = arrow_csv.CSVWriter(_KeptOpen(handle), schema, write_options=options)
+
+    def write_batch(self, batch: Any) -> None:
+        if batch.num_rows:
+            self.writer.write_batch(_renamed(batch, self.schema))
+
+    def finish(self) -> None:
+        self.writer.close()
+
+
+class ArrowParquetSink:
+    def __init__(self, handle: IO[bytes], schema: Any) -> None:
+        import pyarrow.parquet as parquet
+
+        self.schema = schema
+        self.writer = parquet.ParquetWriter(handle, schema)
+
+    def write_batch(self, batch: Any) -> None:
+        if batch.num_rows:
+            self.writer.write_batch(_renamed(batch, self.schema))
+
+    def finish(self) -> None:
+        self.writer.close()
+
+
+def open_batch_sink(
+    handle: IO[bytes], name: str, header: list[str], types: dict[str, str]
+) -> ArrowCsvSink | ArrowParquetSink:
+    """The sink for scored rows: input cells as text, answers typed as `types` says."""
+    import pyarrow as pa
+
+    kinds = {"float64": pa.float64(), "string": pa.string()}
+    schema = pa.schema([(column, kinds[types.get(column, "string")]) for column in header])
+    if name.lower().endswith(PARQUET_SUFFIXES):
+        return ArrowParquetSink(handle, schema)
+    return ArrowCsvSink(handle, schema)
+
+
+def _renamed(batch: Any, schema: Any) -> Any:
+    import pyarrow as pa
+
+    return pa.RecordBatch.from_arrays(batch.columns, schema=schema)
+
+
+class _KeptOpen:
+    """The caller's file as Arrow's writers see it: closing the writer leaves the file open
+    (the caller syncs and renames it)."""
+
+    def __init__(self, handle: IO[bytes]) -> None:
+        self.handle = handle
+        self.closed = False
+
+    def write(self, data: Any) -> int:
+        return self.handle.write(data)
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+    def close(self) -> None:
+        self.handle.flush()
+        self.closed = True
