@@ -195,3 +195,50 @@ def test_the_module_runs(penguins_store: Path, tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "scored 30 of 30 rows with penguins version 1 (onnx)" in result.stdout
+
+
+def test_the_arrow_path_and_the_row_by_row_path_give_the_same_answers_and_reasons(
+    penguins_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Arrow checks clean columns at once and sends doubtful ones cell by cell; a file it
+    cannot read as the csv module does goes row by row. Both must agree on every row."""
+    rows = penguin_rows(300)
+    odd = {
+        7: penguin(island="Mars"),
+        40: penguin(bill_length_mm=" 41.5 "),  # Python reads it, Arrow's parser does not
+        41: penguin(bill_length_mm="4_1"),  # so does this one
+        80: penguin(year="2.008e3"),
+        81: penguin(year="+2009"),
+        120: penguin(sex="NA"),
+        121: penguin(year="NA"),
+        200: penguin(bill_depth_mm="-inf"),
+        201: penguin(bill_depth_mm="0x11"),
+        250: penguin(flipper_length_mm="1e15"),
+        251: penguin(flipper_length_mm="1e16"),
+    }
+    for number, cells in odd.items():
+        rows[number - 1] = cells
+    data = write_csv(tmp_path / "in.csv", HEADER, rows)
+    monkeypatch.setattr(batch, "CHUNK_ROWS", 64)  # several chunks
+    assert score(penguins_store, data, tmp_path / "arrow.csv") == 0
+
+    def irregular(self: Any, block_bytes: int = 0) -> Any:
+        raise batch.IrregularTableError("forced")
+        yield  # a generator, as the real one
+
+    monkeypatch.setattr(batch.TableReader, "text_batches", irregular)
+    assert score(penguins_store, data, tmp_path / "rows.csv") == 0
+    by_arrow, by_row = read(tmp_path / "arrow.csv"), read(tmp_path / "rows.csv")
+    assert len(by_arrow) == len(by_row) > 250
+    for a, b in zip(by_arrow, by_row, strict=True):
+        assert a.keys() == b.keys()
+        for key in a:
+            if key.startswith("probability_"):
+                assert float(a[key]) == pytest.approx(float(b[key]), abs=1e-12)
+            else:
+                assert a[key] == b[key], key
+    rejects_arrow = read(tmp_path / "arrow.rejects.csv")
+    assert rejects_arrow == read(tmp_path / "rows.rejects.csv")
+    rejected = {int(r["row"]) for r in rejects_arrow}
+    assert rejected == {7, 121, 200, 201, 251}  # "4_1" reads as 41 in Python, as in training
+    print(f"{len(rows)} rows: {len(by_arrow)} scored and {len(rejected)} rejected alike")
