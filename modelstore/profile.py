@@ -98,6 +98,13 @@ class Binner:
             return np.bincount(bins, minlength=self.bins).astype(np.int64), missing
         counts = np.zeros(self.bins, dtype=np.int64)
         other, missing = self.bins - 1, 0
+        if isinstance(values, np.ndarray) and values.dtype.kind == "f":  # booleans as 1.0 / 0.0
+            gaps = np.isnan(values)
+            present = values[~gaps]
+            for key, number in (("false", 0.0), ("true", 1.0)):
+                counts[self._index.get(key, other)] += int((present == number).sum())
+            counts[other] += int(present.size - ((present == 0.0) | (present == 1.0)).sum())
+            return counts, int(gaps.sum())
         for value, count in Counter(values).items():  # distinct values are few
             if is_missing(value):
                 missing += count

@@ -118,8 +118,8 @@ class Dispatcher:
         if len(batch) == 1:
             self._settle_alone(*batch[0])
             return
-        rows = Table.concat([table for table, _ in batch])
         try:
+            rows = Table.concat([table for table, _ in batch], self.predictor.kinds)
             results = self.predictor.compute(rows)
         except Exception:
             for table, future in batch:  # retried alone, so only a faulty request fails
@@ -142,8 +142,8 @@ class Dispatcher:
         try:
             while self._pending:
                 batch = self._take_batch()
-                rows = Table.concat([table for table, _ in batch])
                 try:
+                    rows = Table.concat([table for table, _ in batch], self.predictor.kinds)
                     results = await loop.run_in_executor(self._thread, self.predictor.compute, rows)
                 except Exception as exc:
                     if len(batch) == 1:

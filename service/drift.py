@@ -41,6 +41,7 @@ def bin_labels(profile: FeatureProfile) -> list[str]:
 @dataclass
 class _Feature:
     name: str
+    is_text: bool  # a string feature (its column holds text, not numbers or 1.0 / 0.0)
     binner: Binner
     reference: list[float]
     psi: Any  # gauge child
@@ -52,9 +53,11 @@ class DriftMonitor:
     def __init__(self, metadata: Metadata, window: int, metrics: Metrics) -> None:
         if metadata.profile is None:
             raise ValueError("the version has no training profile")
+        text = {f.name: f.type == "string" for f in metadata.features}
         self._features = [
             _Feature(
                 name=p.name,
+                is_text=text[p.name],
                 binner=Binner(p),
                 reference=p.shares,
                 psi=metrics.feature_psi.labels(p.name),
@@ -78,17 +81,19 @@ class DriftMonitor:
         self._shape = (len(self._features), width)
         self._current = np.zeros(self._shape, dtype=np.int64)
         self._current_rows = 0
-        # Pending values, one flat list per feature. Only scalars are kept, never a request's
-        # lists or dicts: containers held across requests would feed the garbage collector.
+        # Pending columns, a list of each request's column (typed arrays) per feature: arrays
+        # hold no Python objects for numbers, so holding them costs the garbage collector
+        # nothing.
         self._pending: list[tuple[str, list[Any]]] = [(f.name, []) for f in self._features]
         self._pending_rows = 0
         self._last_fold = self._last_gauges = time.monotonic()
 
     def observe(self, table: Table) -> None:
-        """The request path: remember the values; bin them later, many requests at once."""
+        """The request path: remember the request's columns; bin them later, many requests at
+        once."""
         columns = table.columns
-        for name, values in self._pending:
-            values.extend(columns[name])
+        for name, chunks in self._pending:
+            chunks.append(columns[name])
         self._pending_rows += table.rows
         if (
             self._pending_rows >= self._block_rows
@@ -111,8 +116,8 @@ class DriftMonitor:
             self._update_gauges()
 
     def _count(self, pending: list[tuple[str, list[Any]]], rows: int) -> None:
-        for index, (feature, (_, values)) in enumerate(zip(self._features, pending, strict=True)):
-            counts, missing = feature.binner.count(values)
+        for index, (feature, (_, chunks)) in enumerate(zip(self._features, pending, strict=True)):
+            counts, missing = feature.binner.count(_joined(chunks, feature.is_text))
             if missing:
                 feature.missing.inc(missing)
             self._current[index, : len(counts)] += counts
@@ -136,3 +141,12 @@ class DriftMonitor:
             counts = live[index, : feature.binner.bins]
             enough = counts.sum() >= MIN_ROWS
             feature.psi.set(psi(feature.reference, counts) if enough else self._no_value)
+
+
+def _joined(chunks: list[Any], is_text: bool) -> Any:
+    """A feature's pending columns as one: a list when every request's column is a list (small
+    requests), else one typed array."""
+    if not any(isinstance(chunk, np.ndarray) for chunk in chunks):
+        return [value for chunk in chunks for value in chunk]
+    kind = object if is_text else np.float64
+    return np.concatenate([np.asarray(chunk, dtype=kind) for chunk in chunks])

@@ -256,7 +256,8 @@ class TensorInputs:
         whole = values[:, self.integer_columns]
         if whole.size and not (whole == np.floor(whole)).all():
             return None
-        return Table(dict(zip(self.by_name, values.T.tolist(), strict=True)), n)
+        # One contiguous float64 array per feature: what the runtimes compute on.
+        return Table(dict(zip(self.by_name, values.T.copy(), strict=True)), n)
 
     def _check_rows(self, n: int) -> int:
         if n == 0:

@@ -19,15 +19,16 @@ from modelstore import Metadata, class_key
 
 
 class Table:
-    """Rows as one list per feature: what every protocol decodes into and every runtime reads.
+    """Rows as one column per feature: what every protocol decodes into and every runtime reads.
 
-    Values are plain Python scalars, None for a missing one. Columns suit both runtimes (the
-    graph takes one tensor per feature) and concatenate cheaply when requests share a call.
+    A protocol hands over lists of plain values (None for a gap) or, where it has them, typed
+    arrays; `typed` turns every column into the arrays both runtimes compute on (see
+    `typed_columns`), which concatenate cheaply when requests share a call.
     """
 
     __slots__ = ("columns", "rows")
 
-    def __init__(self, columns: dict[str, list[Any]], rows: int) -> None:
+    def __init__(self, columns: dict[str, Any], rows: int) -> None:
         self.columns = columns
         self.rows = rows
 
@@ -38,12 +39,26 @@ class Table:
     def from_instances(cls, instances: list[dict[str, Any]], names: list[str]) -> Table:
         return cls({name: [i[name] for i in instances] for name in names}, len(instances))
 
+    def typed(self, kinds: list[tuple[str, bool]]) -> Table:
+        return Table(typed_columns(self, kinds), self.rows)
+
     @classmethod
-    def concat(cls, tables: list[Table]) -> Table:
+    def concat(cls, tables: list[Table], kinds: list[tuple[str, bool]]) -> Table:
+        """One table of several requests' rows: lists joined as lists, arrays as arrays (and
+        a mix as typed arrays)."""
         if len(tables) == 1:
             return tables[0]
-        names = tables[0].columns
-        joined = {name: [v for t in tables for v in t.columns[name]] for name in names}
+        joined: dict[str, Any] = {}
+        for name, is_text in kinds:
+            parts = [t.columns[name] for t in tables]
+            arrays = sum(isinstance(part, np.ndarray) for part in parts)
+            if not arrays:
+                joined[name] = [v for part in parts for v in part]
+                continue
+            if arrays < len(parts):
+                kind = object if is_text else np.float64
+                parts = [np.asarray(part, dtype=kind) for part in parts]
+            joined[name] = np.concatenate(parts)
         return cls(joined, sum(t.rows for t in tables))
 
 
@@ -57,7 +72,9 @@ def typed_columns(table: Table, kinds: list[tuple[str, bool]]) -> Columns:
     made: Columns = {}
     for name, is_text in kinds:
         values = table.columns[name]
-        if is_text:
+        if isinstance(values, np.ndarray) and values.dtype == (object if is_text else np.float64):
+            made[name] = values
+        elif is_text:
             made[name] = np.array(values, dtype=object)
         elif None in values:
             made[name] = np.array([_NAN if v is None else v for v in values], dtype=np.float64)

@@ -21,6 +21,7 @@ class SlowModel:
     """
 
     def __init__(self, seconds: float, fail: bool = False, poison: int | None = None) -> None:
+        self.kinds = [("id", False)]  # one column, not text
         self.seconds = seconds
         self.fail = fail
         self.poison = poison
@@ -226,4 +227,22 @@ def test_batched_answers_match_the_real_model(penguins_store: Any, count: int) -
         assert answer[0]["label"] == alone["label"]
         for key, p in alone["probabilities"].items():
             assert answer[0]["probabilities"][key] == pytest.approx(p, rel=1e-12, abs=1e-15)
+    dispatch.close()
+
+
+def test_requests_that_cannot_share_a_call_are_answered_one_by_one() -> None:
+    """Joining the queued requests failed (one lacks a column): the drainer must not die with
+    every request waiting; each is run alone, and only the faulty one fails."""
+    model = SlowModel(0.02)
+    dispatch = dispatcher(model)
+
+    async def main() -> list[Any]:
+        broken = Table({"other": [7]}, 1)
+        calls = [dispatch.predict(rows(1)), dispatch.predict(broken), dispatch.predict(rows(2))]
+        return await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 5)
+
+    first, failed, last = asyncio.run(main())
+    assert first == [{"value": 1}]
+    assert isinstance(failed, KeyError)
+    assert last == [{"value": 2}]
     dispatch.close()
