@@ -559,6 +559,8 @@ def bench_scoring(work: Path) -> str:
 
 
 def main() -> int:
+    from bench.against_floor import bench_against_floor
+    from bench.first_run import bench_first_run
     from bench.precision import bench_precision
 
     wrk = ensure_wrk()
@@ -568,6 +570,8 @@ def main() -> int:
     tables.append(bench_monitoring(wrk, work))
     tables.append(bench_scoring(work))
     tables.append(bench_precision(work))
+    tables.append(bench_against_floor(wrk, work))
+    tables.append(bench_first_run())
     print("\n\n".join(tables))
     print(
         f"\nwrk: 2 runs of {DURATION}s per server and scenario (A-B-C-C-B-A, means), after a 1s"

@@ -115,9 +115,14 @@ class TensorInputs:
         elif len(inputs) == 1 and len(inputs[0]["shape"]) == 2:
             matrix = inputs[0]
             data = matrix["data"]
-            data = flatten(data) if data and type(data[0]) is list else data
-            if len(data) != math.prod(matrix["shape"]) or not _fits(matrix, data):
-                return None
+            nested = bool(data) and type(data[0]) is list
+            plain = _plain_rows(data, matrix["shape"]) if nested else None
+            if plain is not None and matrix["datatype"] == "FP64":
+                data = plain  # every value a JSON number that float64 holds as it is
+            else:
+                data = flatten(data) if nested else data
+                if len(data) != math.prod(matrix["shape"]) or not _fits(matrix, data):
+                    return None
             tensor = Tensor(matrix["name"], matrix["datatype"], matrix["shape"], data)
             table = self._from_matrix(tensor)  # its faults are the general path's, word for word
         else:
@@ -237,7 +242,8 @@ class TensorInputs:
             fast = self._plain_matrix(raw, n, width) if plain else None
             if fast is not None:
                 return fast
-        data = elements(tensor)
+        raw = tensor.data
+        data = raw.ravel().tolist() if isinstance(raw, np.ndarray) else elements(tensor)
         # Gaps, other types or faults: column by column, naming the first fault.
         columns = {
             rule.name: _checked(rule, tensor, data[j::width], column=j)
@@ -285,6 +291,25 @@ class TensorInputs:
                     f"unknown output '{item.name}': this model answers "
                     f"{' and '.join(self.output_names)}"
                 )
+
+
+def _plain_rows(data: list[Any], shape: list[int]) -> np.ndarray[Any, Any] | None:
+    """A [rows][features] list of lists of plain JSON numbers as one float64 array, built by
+    numpy at C speed; None when anything else is there (the general path names it)."""
+    if len(shape) != 2 or len(data) != shape[0]:
+        return None
+    width = shape[1]
+    kinds: set[type] = set()
+    for row in data:
+        if type(row) is not list or len(row) != width:
+            return None
+        kinds.update(map(type, row))
+    if not kinds <= _PLAIN_NUMBERS:
+        return None
+    try:
+        return np.array(data, dtype=np.float64)
+    except OverflowError:  # an integer beyond float64: the general path names it
+        return None
 
 
 def _fits(item: dict[str, Any], data: list[Any]) -> bool:
