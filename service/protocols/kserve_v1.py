@@ -14,7 +14,13 @@ from starlette.convertors import Convertor, register_url_convertor
 from starlette.responses import Response
 
 from service.errors import BadRequestError, PayloadTooLargeError, json_response
-from service.protocols.http import check_body_headers, read_body, run_checked, served
+from service.protocols.http import (
+    check_body_headers,
+    collector_paused,
+    read_body,
+    run_checked,
+    served,
+)
 from service.runtime import Runtime
 from service.runtimes.base import Table
 from service.spec import BatchTooLargeError, InstancesError
@@ -51,6 +57,16 @@ async def predict(request: Request) -> Response:
     runtime.authorize(request.headers)
     check_body_headers(request)
     body = await read_body(request, runtime.settings.max_body_bytes)
+    with collector_paused(body):
+        checked = _checked_instances(runtime, body)
+    output = await run_checked(
+        runtime, Table.from_instances(checked, runtime.predictor.feature_names)
+    )
+    return json_response(200, {"predictions": labels_or_values(runtime, output)})
+
+
+def _checked_instances(runtime: Runtime, body: bytes) -> list[dict[str, Any]]:
+    """The body's instances, objects or lists in feature order, checked as /predict's."""
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -61,7 +77,7 @@ async def predict(request: Request) -> Response:
     names = runtime.predictor.feature_names
     as_objects = [_as_object(item, index, names) for index, item in enumerate(instances)]
     try:
-        checked = runtime.validator.validate_python({"instances": as_objects})
+        checked: list[dict[str, Any]] = runtime.validator.validate_python({"instances": as_objects})
     except BatchTooLargeError:
         raise PayloadTooLargeError(
             f"{len(instances)} instances is more than MAX_BATCH_SIZE "
@@ -69,8 +85,7 @@ async def predict(request: Request) -> Response:
         ) from None
     except InstancesError as exc:
         raise BadRequestError(error_text(exc.details)) from None
-    output = await run_checked(runtime, Table.from_instances(checked, names))
-    return json_response(200, {"predictions": labels_or_values(runtime, output)})
+    return checked
 
 
 def _as_object(item: Any, index: int, names: list[str]) -> Any:

@@ -16,7 +16,12 @@ from service.errors import (
     PayloadTooLargeError,
     json_response,
 )
-from service.protocols.http import check_body_headers, read_body, runtime_of
+from service.protocols.http import (
+    check_body_headers,
+    collector_paused,
+    read_body,
+    runtime_of,
+)
 from service.runtimes.base import NonFinitePredictionError, Table
 from service.spec import BatchTooLargeError, InstancesError, non_finite_details
 
@@ -30,7 +35,8 @@ async def predict(request: Request) -> Response:
     check_body_headers(request)
     body = await read_body(request, runtime.settings.max_body_bytes)
     try:
-        instances = runtime.validator.validate_json(body)
+        with collector_paused(body):
+            instances = runtime.validator.validate_json(body)
     except BatchTooLargeError:
         raise PayloadTooLargeError(
             f"batch larger than MAX_BATCH_SIZE ({runtime.settings.max_batch_size} instances)"

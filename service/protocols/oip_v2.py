@@ -15,7 +15,14 @@ from starlette.responses import Response
 
 from service import __version__
 from service.errors import BadRequestError, PayloadTooLargeError
-from service.protocols.http import check_body_headers, read_body, run_checked, runtime_of, served
+from service.protocols.http import (
+    check_body_headers,
+    collector_paused,
+    read_body,
+    run_checked,
+    runtime_of,
+    served,
+)
 from service.protocols.v2_tensors import TensorError
 from service.spec import BatchTooLargeError
 
@@ -67,7 +74,8 @@ async def infer(request: Request) -> Response:
     body = await read_body(request, runtime.settings.max_body_bytes)
     model = runtime.tensors
     try:
-        parsed, table = model.decode(body, header_length)
+        with collector_paused(body):
+            parsed, table = model.decode(body, header_length)
     except TensorError as exc:
         raise BadRequestError(str(exc)) from None
     except BatchTooLargeError as exc:
