@@ -325,7 +325,14 @@ def test_large_bodies_are_parsed_with_the_collector_paused_and_it_always_resumes
 
     with collector_paused(b"{}"):
         assert gc.isenabled()  # a small body: nothing to pause
-    with pytest.raises(ValueError, match="bad body"), collector_paused(b" " * 20_000):
-        assert not gc.isenabled()
-        raise ValueError("bad body")
+    seen: list[bool] = []
+
+    def parse() -> None:
+        with collector_paused(b" " * 20_000):
+            seen.append(gc.isenabled())
+            raise ValueError("bad body")
+
+    with pytest.raises(ValueError, match="bad body"):
+        parse()
+    assert seen == [False]
     assert gc.isenabled()
