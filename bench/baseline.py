@@ -16,6 +16,8 @@ import joblib
 import numpy as np
 import orjson
 
+from bench.asgi import read_request_body
+
 _VERSION = Path(os.environ["BASELINE_MODEL_PATH"])
 _META = json.loads((_VERSION / "metadata.json").read_text())
 _MODEL = joblib.load(_VERSION / "model.joblib")
@@ -30,12 +32,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"ok"})
         return
-    body = b""
-    more = True
-    while more:
-        message = await receive()
-        body += message.get("body", b"")
-        more = message.get("more_body", False)
+    body = await read_request_body(receive)
     instances = orjson.loads(body)["instances"]
     rows = np.array(
         [[math.nan if i[n] is None else i[n] for n in _NAMES] for i in instances], dtype=object

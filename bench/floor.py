@@ -20,6 +20,8 @@ import numpy as np
 import onnxruntime
 import orjson
 
+from bench.asgi import read_request_body
+
 _VERSION = Path(os.environ.get("FLOOR_VERSION_DIR", "models/penguins/1"))
 _META = json.loads((_VERSION / "metadata.json").read_text())
 _FEATURES = [(f["name"], f["type"] == "string") for f in _META["features"]]
@@ -71,12 +73,7 @@ def _feeds_from_tensors(inputs: list[dict[str, Any]], raw: bytes) -> dict[str, A
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] != "http":
         return
-    body = b""
-    more = True
-    while more:
-        message = await receive()
-        body += message.get("body", b"")
-        more = message.get("more_body", False)
+    body = await read_request_body(receive)
     headers = dict(scope["headers"])
     header_length = headers.get(b"inference-header-content-length")
     if header_length is not None:

@@ -178,7 +178,7 @@ class TableReader:
             )
             for batch in reader:
                 yield _without_blank_rows(batch, pc)
-        except (pa.ArrowInvalid, StopIteration) as exc:
+        except pa.ArrowInvalid as exc:
             raise IrregularTableError(str(exc).splitlines()[0]) from None
 
     def _parquet_rows(self) -> Iterator[list[str]]:

@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 from pydantic import TypeAdapter, ValidationError
 
 from modelstore.spec import CellError
-from service.features import MAX_MAGNITUDE, FeatureRule
+from service.features import MAX_MAGNITUDE, FeatureRule, list_of
 
 Reasons = dict[int, str]
 
@@ -32,7 +32,7 @@ class ColumnReader:
         self.missing = missing
         self.markers = pa.array(sorted(missing), pa.string())
         self.known = pa.array(sorted(rule.known), pa.string())
-        self.check = TypeAdapter(_list_of(rule.value_type))
+        self.check = TypeAdapter(list_of(rule.value_type))
 
     def read(self, cells: pa.Array, reasons: Reasons) -> np.ndarray[Any, Any]:
         """Typed values (float64 with NaN for a gap, or objects with None); each row that fails
@@ -109,7 +109,3 @@ def _typed(values: list[Any], is_text: bool) -> np.ndarray[Any, Any]:
     if is_text:
         return np.array(values, dtype=object)
     return np.array([math.nan if v is None else v for v in values], dtype=np.float64)
-
-
-def _list_of(item: Any) -> Any:
-    return list[item]

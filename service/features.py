@@ -61,6 +61,11 @@ def typed_dict(name: str, fields: dict[str, Any], extra: str = "forbid") -> Any:
     return made
 
 
+def list_of(item: Any) -> Any:
+    """`list[item]` for a type made at run time, which a type checker cannot follow."""
+    return list[item]
+
+
 class ValueRefusedError(ValueError):
     """One value a feature cannot take: its row and the reason, which callers place."""
 

@@ -47,8 +47,8 @@ def mixed_rows(count: int, seed: int = 0) -> list[list[object]]:
 
 def train_overflowing_ridge(folder: Path) -> Path:
     """A linear regressor whose answer overflows to infinity for inputs near 1e15 (the largest
-    accepted): a feature spread of 1e-149 and a target near 1e151. float32 holds neither, so the
-    version has no graph and is served by scikit-learn. Returns its store."""
+    accepted): a feature spread of 1e-149 and a target near 1e151, which overflows in float64,
+    in the pipeline and in its graph alike. Returns its store."""
     rows = [[i * 1e-150, (i % 7) / 100, i * 1e150] for i in range(60)]
     data = write_csv(folder / "small.csv", ["a", "b", "y"], rows)
     config = folder / "ridge.toml"

@@ -104,6 +104,7 @@ def compile_pipeline(
 
 
 def convert(pipeline: Any, features: list[Feature], task: str) -> bytes:
+    """The graph's bytes: the one seam tests replace to prove a bad graph is refused."""
     return write_graph(pipeline, features, task)
 
 

@@ -75,7 +75,7 @@ def _thresholds(pipeline: Any, features: list[Feature], template: list[Any]) -> 
     and float32), so a graph that moves a threshold by one step is caught."""
     numeric = [i for i, f in enumerate(features) if f.type in ("number", "integer")]
     found: dict[int, set[float]] = {}
-    for column, threshold in _splits(pipeline.named_steps["model"]):
+    for column, threshold in tree_splits(pipeline.named_steps["model"]):
         if column < len(numeric):  # columns after these are booleans and one-hot categories
             found.setdefault(numeric[column], set()).add(threshold)
     made = []
@@ -100,7 +100,7 @@ def _thresholds(pipeline: Any, features: list[Feature], template: list[Any]) -> 
     return made
 
 
-def _splits(model: Any) -> list[tuple[int, float]]:
+def tree_splits(model: Any) -> list[tuple[int, float]]:
     """(column, threshold) of every split of a tree model; nothing for other families."""
     found: list[tuple[int, float]] = []
     for tree in getattr(model, "estimators_", []):

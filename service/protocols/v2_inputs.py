@@ -29,6 +29,7 @@ from service.features import (
     FeatureRule,
     FeatureSpec,
     ValueRefusedError,
+    list_of,
     typed_dict,
 )
 from service.protocols.v2_tensors import (
@@ -162,7 +163,7 @@ class TensorInputs:
                 "name": Literal[rule.name],
                 "datatype": Literal[rule.datatypes],
                 "shape": Shape,
-                "data": _list_of(rule.value_type),
+                "data": list_of(rule.value_type),
                 "parameters": NotRequired[dict[str, Any]],
             }
             tensor = typed_dict(f"Tensor_{len(members)}", fields, extra="ignore")
@@ -186,7 +187,7 @@ class TensorInputs:
         envelope = {
             "id": NotRequired[str],
             "parameters": NotRequired[dict[str, Any]],
-            "inputs": Annotated[_list_of(one_of), Field(min_length=1)],
+            "inputs": Annotated[list_of(one_of), Field(min_length=1)],
             "outputs": NotRequired[list[OutputJson]],
         }
         return TypeAdapter(typed_dict("FastInferRequest", envelope, extra="ignore"))
@@ -319,11 +320,6 @@ def _fits(item: dict[str, Any], data: list[Any]) -> bool:
     except TensorError:
         return False
     return True
-
-
-def _list_of(item: Any) -> Any:
-    """`list[item]` for a type made at run time, which a type checker cannot follow."""
-    return list[item]
 
 
 def _rows_of(tensor: Tensor) -> int:

@@ -24,7 +24,7 @@ def test_an_overflowing_prediction_is_422_naming_the_instance(
 ) -> None:
     # A feature spread of 1e-149 and a target near 1e151: scaling and weighing 1e15 (the
     # largest accepted input) overflows even in float64, so the linear model answers infinity.
-    # float32 holds neither, so the version has no graph and is served by scikit-learn.
+    # Served here by scikit-learn; the compiled graph overflows alike (batch scoring's test).
     train_overflowing_ridge(tmp_path)
     client = make_client(model_dir=tmp_path / "models", runtime="sklearn")
     fine, huge = {"a": 1e-149, "b": 0.02}, {"a": 1e15, "b": -1e15}

@@ -20,7 +20,7 @@ from service.runtimes.base import Table
 from service.runtimes.onnx import OnnxPredictor
 from service.runtimes.sklearn import SklearnPredictor
 from tests.conftest import train, write_csv
-from training.probes import _splits
+from training.probes import tree_splits
 
 BASE = 1_000_000_000
 CUT = BASE + 49_503  # the label changes here: between two integers float32 cannot separate
@@ -57,7 +57,7 @@ def boundaries(loaded: LoadedModel) -> list[float]:
     """Where the model's answer can change along `account`: each split threshold of a tree
     model; for a linear model, where its decision (or the cut) lies."""
     model = loaded.estimator.named_steps["model"]
-    found = [t for column, t in _splits(model) if column == 0]
+    found = [t for column, t in tree_splits(model) if column == 0]
     if found or not hasattr(model, "classes_"):
         return found or [float(CUT)]
     # Logistic regression on scaled `account`: the decision is zero at mean - b * scale / w.
