@@ -21,7 +21,7 @@ from modelstore import Metadata
 from modelstore.metadata import FeatureProfile
 from modelstore.profile import Binner, psi
 from service.metrics import Metrics, multiprocess_dir
-from service.runtimes.base import Table
+from service.runtimes.base import Table, typed_column
 
 BLOCKS: Final = 10
 FOLD_SECONDS: Final = 1.0
@@ -148,5 +148,4 @@ def _joined(chunks: list[Any], is_text: bool) -> Any:
     requests), else one typed array."""
     if not any(isinstance(chunk, np.ndarray) for chunk in chunks):
         return [value for chunk in chunks for value in chunk]
-    kind = object if is_text else np.float64
-    return np.concatenate([np.asarray(chunk, dtype=kind) for chunk in chunks])
+    return np.concatenate([typed_column(chunk, is_text) for chunk in chunks])

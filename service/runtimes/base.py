@@ -56,8 +56,7 @@ class Table:
                 joined[name] = [v for part in parts for v in part]
                 continue
             if arrays < len(parts):
-                kind = object if is_text else np.float64
-                parts = [np.asarray(part, dtype=kind) for part in parts]
+                parts = [typed_column(part, is_text) for part in parts]
             joined[name] = np.concatenate(parts)
         return cls(joined, sum(t.rows for t in tables))
 
@@ -69,18 +68,16 @@ def typed_columns(table: Table, kinds: list[tuple[str, bool]]) -> Columns:
     """A table's columns as the arrays both runtimes compute on: float64 with NaN for a gap
     (numbers, integers and booleans as 1.0 / 0.0), or objects with None for a gap (text).
     `kinds` is (name, is_text) per feature, in feature order."""
-    made: Columns = {}
-    for name, is_text in kinds:
-        values = table.columns[name]
-        if isinstance(values, np.ndarray) and values.dtype == (object if is_text else np.float64):
-            made[name] = values
-        elif is_text:
-            made[name] = np.array(values, dtype=object)
-        elif None in values:
-            made[name] = np.array([_NAN if v is None else v for v in values], dtype=np.float64)
-        else:
-            made[name] = np.array(values, dtype=np.float64)
-    return made
+    return {name: typed_column(table.columns[name], is_text) for name, is_text in kinds}
+
+
+def typed_column(values: Any, is_text: bool) -> np.ndarray[Any, Any]:
+    """One column (a list, or an array already) as its typed array; numpy reads None as NaN
+    for float64 and True / False as 1.0 / 0.0."""
+    kind = object if is_text else np.float64
+    if isinstance(values, np.ndarray) and values.dtype == kind:
+        return values
+    return np.asarray(values, dtype=kind)
 
 
 def text_with_gaps_as(column: np.ndarray[Any, Any], fill: Any) -> np.ndarray[Any, Any]:
@@ -91,9 +88,6 @@ def text_with_gaps_as(column: np.ndarray[Any, Any], fill: Any) -> np.ndarray[Any
     filled = column.copy()
     filled[gaps] = fill
     return filled
-
-
-_NAN = float("nan")
 
 
 # Why a row whose prediction overflowed is refused: the same words on every route and in scoring.
