@@ -27,7 +27,7 @@ from scoring.files import ScoringError, table_errors, written_on_success
 from scoring.sinks import open_batch_sink, open_sink
 from service.features import FeatureSpec
 from service.runtimes import make_predictor
-from service.runtimes.base import NON_FINITE_REASON, Predictor, check_finite
+from service.runtimes.base import NON_FINITE_REASON, Predictor
 
 CHUNK_ROWS = 20_000
 
@@ -122,12 +122,9 @@ class BatchScorer:
         batches = _row_batches(table) if by_row else _arrow_batches(table)
         try:
             self._write(batches, header, positions, writer, reject_writer, summary, progress)
-        except IrregularTableError:
-            writer.finish()  # whatever it wrote is truncated before the row-by-row run
+        finally:  # also before a row-by-row run, which truncates what was written
+            writer.finish()
             reject_writer.finish()
-            raise
-        writer.finish()
-        reject_writer.finish()
         return summary
 
     def _write(
@@ -194,7 +191,6 @@ class BatchScorer:
                     reasons[row] = NON_FINITE_REASON
                 keep[rows[~finite]] = False
                 output = output[finite]
-            check_finite(output)
             writer.write_batch(self._with_answers(chunk.filter(pa.array(keep)), output))
         bad = sorted(reasons)
         if bad:
