@@ -14,6 +14,8 @@ from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 from prometheus_client import multiprocess
 from starlette.exceptions import HTTPException
+from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from modelstore import LoadedModel
 from service import __version__
@@ -28,6 +30,7 @@ from service.protocols.native import mount_predict, mount_probe_options, router
 from service.runtime import Runtime
 from service.server.connections import PROBES, Limits
 from service.server.connections import configure as configure_connections
+from service.server.hot_lane import HotLane
 from service.server.middleware import RequestContext
 from service.settings import Settings, load_settings
 
@@ -89,7 +92,7 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
             multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
         log.info("stopped")
 
-    app = FastAPI(
+    app = ServiceApp(
         title="scikit-learn model service",
         version=VERSION,
         description="Predictions from one verified, versioned scikit-learn model.",
@@ -118,6 +121,18 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
     app.add_middleware(RequestContext, metrics=metrics)
     app.openapi = openapi_builder(app)  # type: ignore[method-assign]
     return app
+
+
+class ServiceApp(FastAPI):
+    """FastAPI with the prediction routes in a lane of their own (see `server.hot_lane`)."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        routes = [
+            r
+            for r in self.router.routes
+            if isinstance(r, Route) and r.path in PREDICTION_PATHS and r.methods == {"POST"}
+        ]
+        return HotLane(self, super().build_middleware_stack(), routes, self.state.metrics)
 
 
 def _prediction_routes_first(app: FastAPI) -> None:

@@ -58,14 +58,12 @@ async def predict(request: Request) -> Response:
     check_body_headers(request)
     body = await read_body(request, runtime.settings.max_body_bytes)
     with collector_paused(body):
-        checked = _checked_instances(runtime, body)
-    output = await run_checked(
-        runtime, Table.from_instances(checked, runtime.predictor.feature_names)
-    )
+        table = _checked_table(runtime, body)
+    output = await run_checked(runtime, table)
     return json_response(200, {"predictions": labels_or_values(runtime, output)})
 
 
-def _checked_instances(runtime: Runtime, body: bytes) -> list[dict[str, Any]]:
+def _checked_table(runtime: Runtime, body: bytes) -> Table:
     """The body's instances, objects or lists in feature order, checked as /predict's."""
     try:
         payload = orjson.loads(body)
@@ -77,7 +75,7 @@ def _checked_instances(runtime: Runtime, body: bytes) -> list[dict[str, Any]]:
     names = runtime.predictor.feature_names
     as_objects = [_as_object(item, index, names) for index, item in enumerate(instances)]
     try:
-        checked: list[dict[str, Any]] = runtime.validator.validate_python({"instances": as_objects})
+        return runtime.validator.table_from_python({"instances": as_objects})
     except BatchTooLargeError:
         raise PayloadTooLargeError(
             f"{len(instances)} instances is more than MAX_BATCH_SIZE "
@@ -85,7 +83,6 @@ def _checked_instances(runtime: Runtime, body: bytes) -> list[dict[str, Any]]:
         ) from None
     except InstancesError as exc:
         raise BadRequestError(error_text(exc.details)) from None
-    return checked
 
 
 def _as_object(item: Any, index: int, names: list[str]) -> Any:

@@ -22,7 +22,7 @@ from service.protocols.http import (
     read_body,
     runtime_of,
 )
-from service.runtimes.base import NonFinitePredictionError, Table
+from service.runtimes.base import NonFinitePredictionError
 from service.spec import BatchTooLargeError, InstancesError, non_finite_details
 
 router = APIRouter()
@@ -36,14 +36,13 @@ async def predict(request: Request) -> Response:
     body = await read_body(request, runtime.settings.max_body_bytes)
     try:
         with collector_paused(body):
-            instances = runtime.validator.validate_json(body)
+            table = runtime.validator.table_from_json(body)
     except BatchTooLargeError:
         raise PayloadTooLargeError(
             f"batch larger than MAX_BATCH_SIZE ({runtime.settings.max_batch_size} instances)"
         ) from None
     except InstancesError as exc:
         raise InvalidBodyError(exc.details) from None
-    table = Table.from_instances(instances, runtime.predictor.feature_names)
     try:
         output = await runtime.run(table)
     except NonFinitePredictionError as exc:
