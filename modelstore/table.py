@@ -151,10 +151,7 @@ class TableReader:
         names = [f"f{i}" for i in range(self._width)]
         if self._parquet is not None:
             for batch in self._parquet.iter_batches(batch_size=_PARQUET_BATCH):
-                texts = [
-                    pa.array([_as_text(v) for v in c.to_pylist()], pa.string())
-                    for c in batch.columns
-                ]
+                texts = [text_column(c) for c in batch.columns]
                 yield _without_blank_rows(pa.RecordBatch.from_arrays(texts, names=names), pc)
             return
         if codecs.lookup(self.encoding).name not in ("utf-8", "utf-8-sig"):
@@ -251,6 +248,17 @@ def detect_separator(sample: str) -> str:
         if counts[candidate]:
             best = candidate
     return best
+
+
+def text_column(column: Any) -> Any:
+    """A typed Arrow column as the text cells a CSV holds for it (see `_as_text`): what a
+    Parquet file or a Spark DataFrame gives the same checks as a CSV's cells."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        return pc.fill_null(column, "").cast(pa.string())
+    return pa.array([_as_text(v) for v in column.to_pylist()], pa.string())
 
 
 def _as_text(value: Any) -> str:

@@ -80,14 +80,7 @@ class BatchScorer:
         except TableError as exc:
             raise ScoringError(str(exc)) from None
         with table, table_errors():
-            header = table.header
-            positions = self._positions(header, source)
-            clash = sorted(set(self.prediction_columns) & set(header))
-            if clash:
-                raise ScoringError(
-                    f"{source} already has columns named {', '.join(clash)}: rename them, "
-                    "the output adds its predictions under those names"
-                )
+            positions = self.positions(table.header, str(source))
             with written_on_success(out, rejects) as (scored, refused):
                 try:
                     return self._run(table, positions, out, rejects, scored, refused, progress)
@@ -151,13 +144,21 @@ class BatchScorer:
             if progress is not None:
                 progress(summary)
 
-    def _positions(self, header: list[str], source: Path) -> list[int]:
+    def positions(self, header: list[str], source: str) -> list[int]:
+        """Where each feature is in a table's header; a ScoringError for a missing feature or a
+        column the answers would overwrite."""
         where = {name: i for i, name in enumerate(header)}
         missing = [n for n in self.names if n not in where]
         if missing:
             raise ScoringError(
                 f"{source} lacks the model's columns {', '.join(missing)} "
                 f"(it needs {', '.join(self.names)})"
+            )
+        clash = sorted(set(self.prediction_columns) & set(header))
+        if clash:
+            raise ScoringError(
+                f"{source} already has columns named {', '.join(clash)}: rename them, "
+                "the output adds its predictions under those names"
             )
         return [where[n] for n in self.names]
 
@@ -171,27 +172,14 @@ class BatchScorer:
         summary: Summary,
         reasons: Reasons,
     ) -> None:
-        """Column by column through the spec, then one predict call for the rows that pass;
+        """One chunk through the shared core, then its scored rows and rejects written;
         `reasons` may hold rows already refused (a row of another width)."""
-        columns = {
-            reader.rule.name: reader.read(chunk.column(p), reasons)
-            for reader, p in zip(self.readers, positions, strict=True)
-        }
-        keep = np.ones(chunk.num_rows, dtype=bool)
-        if reasons:
-            keep[list(reasons)] = False
-            columns = {name: values[keep] for name, values in columns.items()}
-        kept = int(keep.sum())
-        if kept:
-            output = self.predictor.compute_columns(columns, kept)
-            finite = np.isfinite(output) if output.ndim == 1 else np.isfinite(output).all(axis=1)
-            if not finite.all():  # refused as /predict refuses them
-                rows = np.flatnonzero(keep)
-                for row in rows[~finite].tolist():
-                    reasons[row] = NON_FINITE_REASON
-                keep[rows[~finite]] = False
-                output = output[finite]
-            writer.write_batch(self._with_answers(chunk.filter(pa.array(keep)), output))
+        keep, output = self.predict_cells([chunk.column(p) for p in positions], reasons)
+        if output.shape[0]:
+            cells = chunk.filter(pa.array(keep)).columns
+            arrays = [*cells, *self.answer_arrays(output)]
+            names = [f"c{i}" for i in range(len(arrays))]
+            writer.write_batch(pa.RecordBatch.from_arrays(arrays, names=names))
         bad = sorted(reasons)
         if bad:
             cells = chunk.take(pa.array(bad)).to_pylist()
@@ -202,18 +190,46 @@ class BatchScorer:
         summary.scored += int(keep.sum())
         summary.rejected += len(bad)
 
-    def _with_answers(self, cells: pa.RecordBatch, output: np.ndarray[Any, Any]) -> pa.RecordBatch:
-        """The input cells as read, then the label and each class's probability (or the
-        value): what `/predict` answers for the same rows."""
-        arrays = list(cells.columns)
+    def predict_cells(
+        self, cells: list[pa.Array], reasons: Reasons
+    ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+        """The core every engine shares (this one and Spark's): the feature columns of a batch
+        as text cells, in feature order, checked and typed by the spec, then one model call for
+        the rows that pass. Returns which rows were predicted and their answers, in order;
+        every other row has its reason in `reasons`, where rows refused already may be."""
+        columns = {
+            reader.rule.name: reader.read(column, reasons)
+            for reader, column in zip(self.readers, cells, strict=True)
+        }
+        rows = len(cells[0]) if cells else 0
+        keep = np.ones(rows, dtype=bool)
+        if reasons:
+            keep[list(reasons)] = False
+            columns = {name: values[keep] for name, values in columns.items()}
+        kept = int(keep.sum())
+        if not kept:
+            classes = self.label_texts
+            return keep, np.empty((0, len(classes)) if classes is not None else (0,))
+        output = self.predictor.compute_columns(columns, kept)
+        finite = np.isfinite(output) if output.ndim == 1 else np.isfinite(output).all(axis=1)
+        if not finite.all():  # refused as /predict refuses them
+            predicted = np.flatnonzero(keep)
+            for row in predicted[~finite].tolist():
+                reasons[row] = NON_FINITE_REASON
+            keep[predicted[~finite]] = False
+            output = output[finite]
+        return keep, output
+
+    def answer_arrays(self, output: np.ndarray[Any, Any]) -> list[pa.Array]:
+        """The label and each class's probability (or the value), as `prediction_columns`
+        names them: what `/predict` answers for the same rows."""
         if self.label_texts is None:
-            arrays.append(pa.array(output, pa.float64()))
-        else:
-            labels = np.array(self.label_texts, dtype=object)[output.argmax(axis=1)]
-            arrays.append(pa.array(labels, pa.string()))
-            arrays += [pa.array(output[:, k], pa.float64()) for k in range(output.shape[1])]
-        names = [f"c{i}" for i in range(len(arrays))]
-        return pa.RecordBatch.from_arrays(arrays, names=names)
+            return [pa.array(output, pa.float64())]
+        labels = np.array(self.label_texts, dtype=object)[output.argmax(axis=1)]
+        return [
+            pa.array(labels, pa.string()),
+            *(pa.array(output[:, k], pa.float64()) for k in range(output.shape[1])),
+        ]
 
 
 Batches = Iterator[tuple[pa.RecordBatch, dict[int, int]]]

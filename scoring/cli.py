@@ -27,8 +27,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--model", metavar="NAME[:VERSION]", help="default: the only model in the store, latest"
     )
-    parser.add_argument("--data", required=True, type=Path, help="the CSV to score (a header row)")
+    parser.add_argument(
+        "--data", required=True, type=Path, help="the CSV or Parquet file to score (a header row)"
+    )
     parser.add_argument("--out", required=True, type=Path, help="input columns plus predictions")
+    parser.add_argument(
+        "--engine",
+        choices=["local", "spark"],
+        default="local",
+        help="spark: read, score and write with Apache Spark (--data and --out any path Spark "
+        "takes; the outputs are directories of part files)",
+    )
+    parser.add_argument(
+        "--master", help="with --engine spark: the Spark master (default: spark-submit's, or local)"
+    )
     parser.add_argument(
         "--rejects", type=Path, help="rows that failed validation (default: OUT's name + .rejects)"
     )
@@ -58,7 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     name, _, version = (args.model or "").partition(":")
     rejects = args.rejects or args.out.with_name(f"{args.out.stem}.rejects{args.out.suffix}")
-    if not args.data.is_file():
+    spark = args.engine == "spark"
+    if spark and args.runtime == "sklearn":
+        print("error: Spark scoring runs the version's ONNX graph: drop --runtime", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if not spark and not args.data.is_file():
         print(f"error: {args.data} is not a file", file=sys.stderr)
         return EXIT_BAD_INPUT
     try:
@@ -66,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             model_dir=args.models_dir,
             model_name=name or None,
             model_version=version or "latest",
-            runtime=args.runtime,
+            runtime="onnx" if spark else args.runtime,
         )
         loaded = load_model(settings)
     except SeveralModelsError as exc:
@@ -80,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     try:  # the version stays held (prune spares it) until the files are written
+        if spark:
+            from scoring.spark_cli import run_on_spark
+
+            return run_on_spark(args, loaded, str(rejects))
         return _score(args, loaded, rejects)
     finally:
         if loaded.hold is not None:
