@@ -106,6 +106,8 @@ def score_dataframe(
     """
     if loaded is None:
         loaded = load_verified(models_dir, model)
+        if loaded.hold is not None:  # executors get the verified bytes, never the store's files
+            loaded.hold.close()
     if loaded.graph is None:  # load_verified asks for the graph; a caller's may lack it
         raise ScoringError("Spark scoring runs the version's ONNX graph, and it has none")
     scorer = BatchScorer(loaded, missing_values, accept_unknown)
