@@ -35,8 +35,10 @@ BUILD_ARGS = --build-arg VERSION=$(PROJECT_VERSION) --build-arg REVISION=$(GIT_C
 LOCK_FLAGS := --python-version 3.11 --python-platform x86_64-manylinux_2_28 --generate-hashes
 # onnxruntime declares these, but its Python module never imports them when serving.
 SERVE_ONLY := --no-emit-package flatbuffers --no-emit-package packaging --no-emit-package protobuf
+# The -grpc image: gRPC's generated messages need protobuf at run time.
+GRPC_ONLY := --no-emit-package flatbuffers --no-emit-package packaging
 
-.PHONY: help install spark run test train train-local models score serve build build-model push up down bench bench-spark soak lint lock clean
+.PHONY: help install spark run test train train-local models score serve build build-model push up down bench bench-spark proto soak lint lock clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -106,6 +108,10 @@ lint: $(STAMP) ## formatter, linter, type checker; Dockerfiles, workflows and ma
 bench: $(STAMP) ## benchmark the service against a bare baseline and print the table
 	$(PY) bench/run.py
 
+proto: $(STAMP) ## regenerate the gRPC code from service/protocols/grpc_v2/oip.proto
+	$(PY) -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. \
+		service/protocols/grpc_v2/oip.proto
+
 bench-spark: $(STAMP) ## scoring on Spark (local[1], local[2]) against python -m scoring, 1M and 5M rows
 	$(PY) -m bench.spark
 
@@ -117,7 +123,8 @@ lock: $(STAMP) ## re-resolve the pinned, hashed lock files from pyproject.toml
 	$(VENV)/bin/uv pip compile -q pyproject.toml $(LOCK_FLAGS) $(SERVE_ONLY) --extra sklearn -o requirements/serve-sklearn.txt
 	$(VENV)/bin/uv pip compile -q pyproject.toml $(LOCK_FLAGS) --extra train -o requirements/train.txt
 	$(VENV)/bin/uv pip compile -q pyproject.toml $(LOCK_FLAGS) --extra train --extra spark -o requirements/spark.txt
-	$(VENV)/bin/uv pip compile -q pyproject.toml $(LOCK_FLAGS) --extra train --extra spark --extra dev -o requirements/dev.txt
+	$(VENV)/bin/uv pip compile -q pyproject.toml $(LOCK_FLAGS) $(GRPC_ONLY) --extra grpc -o requirements/serve-grpc.txt
+	$(VENV)/bin/uv pip compile -q pyproject.toml $(LOCK_FLAGS) --extra train --extra spark --extra grpc --extra dev -o requirements/dev.txt
 	$(VENV)/bin/uv pip compile -q requirements/kserve-sdk.in $(LOCK_FLAGS) --no-deps -o requirements/kserve-sdk.txt
 
 build: ## build the serving images (ONNX, and -sklearn) and the training image, tagged version, commit, latest

@@ -7,8 +7,9 @@ import gc
 import logging
 import os
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
@@ -21,7 +22,7 @@ from modelstore import LoadedModel
 from service import __version__
 from service.docs import mount_docs
 from service.errors import ServiceError, handle_http_exception, handle_service_error
-from service.loading import load_model
+from service.loading import installed, load_model
 from service.logs import configure_logging
 from service.metrics import Metrics, multiprocess_dir
 from service.openapi import openapi_builder
@@ -83,7 +84,10 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
             },
         )
         hangup = _on_sighup(runtime.keys.reload)
+        stop_grpc = await _start_grpc(settings, app.state, metrics)
         yield
+        if stop_grpc is not None:
+            await stop_grpc()
         hangup()
         runtime.dispatcher.close()
         if model is None and loaded.hold is not None:
@@ -149,6 +153,24 @@ def create_worker_app() -> FastAPI:
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
     return create_app(settings)
+
+
+async def _start_grpc(
+    settings: Settings, state: Any, metrics: Metrics
+) -> Callable[[], Awaitable[None]] | None:
+    """The gRPC endpoint beside HTTP, where the image has grpcio (the -grpc tag) and
+    GRPC_PORT is not 0."""
+    if not settings.grpc_port:
+        return None
+    if not installed("grpc"):
+        log.info(
+            "grpc off: grpcio is not installed here (the -grpc image has it)",
+            extra={"grpc_port": settings.grpc_port},
+        )
+        return None
+    from service.protocols.grpc_v2.server import start
+
+    return await start(settings, state, metrics)
 
 
 def _on_sighup(action: Callable[[], None]) -> Callable[[], None]:

@@ -45,6 +45,19 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.grpc_requests = Counter(
+            "grpc_server_handled",
+            "gRPC calls by method and status code",
+            ["grpc_method", "grpc_code"],
+            registry=r,
+        )
+        self.grpc_latency = Histogram(
+            "grpc_server_handling_seconds",
+            "gRPC call latency by method and status code",
+            ["grpc_method", "grpc_code"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.predictions = Counter(
             "predictions", "instances predicted", ["name", "version"], registry=r
         )
@@ -105,6 +118,10 @@ class Metrics:
             self._request_children[key] = children
         children[0].inc()
         children[1].observe(seconds)
+
+    def observe_call(self, method: str, code: str, seconds: float) -> None:
+        self.grpc_requests.labels(method, code).inc()
+        self.grpc_latency.labels(method, code).observe(seconds)
 
     def exposition(self) -> bytes:
         if multiprocess_dir():

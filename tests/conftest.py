@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import random
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,9 @@ import pytest
 from training.cli import main as train_main
 
 ROOT = Path(__file__).resolve().parent.parent
+# Servers the tests start (in process and as processes, which inherit this) listen for gRPC
+# only where a test asks for it with a port of its own: never on the shared default, 8001.
+os.environ["GRPC_PORT"] = "0"
 PENGUINS_CSV = ROOT / "training" / "data" / "penguins.csv"
 
 

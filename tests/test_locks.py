@@ -26,7 +26,14 @@ def pins(lock: Path) -> dict[str, tuple[str, frozenset[str]]]:
 
 
 def test_every_pin_is_hashed() -> None:
-    for name in ("serve.txt", "serve-sklearn.txt", "train.txt", "spark.txt", "dev.txt"):
+    for name in (
+        "serve.txt",
+        "serve-sklearn.txt",
+        "serve-grpc.txt",
+        "train.txt",
+        "spark.txt",
+        "dev.txt",
+    ):
         locked = pins(LOCKS / name)
         assert locked, name
         assert all(hashes for _, hashes in locked.values()), name
@@ -37,6 +44,8 @@ def test_every_pin_is_hashed() -> None:
     [
         ("serve.txt", "serve-sklearn.txt"),
         ("serve-sklearn.txt", "train.txt"),
+        ("serve.txt", "serve-grpc.txt"),
+        ("serve-grpc.txt", "dev.txt"),
         ("train.txt", "spark.txt"),
         ("spark.txt", "dev.txt"),
     ],

@@ -99,6 +99,14 @@ class TensorModel(TensorInputs):
         header["outputs"] = entries
         return encode_response(header, chunks)
 
+    def outputs(
+        self, output: np.ndarray[Any, Any], requested: list[RequestedOutput] | None
+    ) -> list[tuple[str, str, list[int], Any]]:
+        """(name, datatype, shape, values) of each output asked for (all by default), for
+        gRPC's messages."""
+        names = [r.name for r in requested] if requested else self.output_names
+        return [(name, *self._output(name, output)) for name in names]
+
     def _output(self, name: str, output: np.ndarray[Any, Any]) -> tuple[str, list[int], Any]:
         n = output.shape[0]
         if name == "value":

@@ -199,7 +199,7 @@ def _binary_input(item: _TensorJson, binary_size: Any, size: int, rest: bytes) -
             f"{where}: 'binary_data_size' is {binary_size} but only "
             f"{len(rest)} bytes of binary data are left"
         )
-    return _from_bytes(rest[:binary_size], item["datatype"], size, where)
+    return from_bytes(rest[:binary_size], item["datatype"], size, where)
 
 
 def check_fits(name: str, datatype: str, data: list[Any]) -> None:
@@ -250,7 +250,8 @@ def flatten(nested: list[Any]) -> list[Any]:
     return flat
 
 
-def _from_bytes(raw: bytes, datatype: str, size: int, where: str) -> list[Any]:
+def from_bytes(raw: bytes, datatype: str, size: int, where: str) -> list[Any]:
+    """One tensor's elements from the binary layout (REST's extension, gRPC's raw contents)."""
     if datatype == "BYTES":
         return _split_bytes(raw, size, where)
     dtype = np.dtype(NUMPY_TYPES[datatype])

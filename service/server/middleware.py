@@ -101,10 +101,15 @@ class RequestContext:
 def _request_id(scope: Scope) -> str:
     for name, value in scope["headers"]:
         if name == b"x-request-id":
-            text: str = value.decode("latin-1")
-            if _GOOD_ID.match(text):
-                return text
-            break
+            return request_id(value.decode("latin-1"))
+    return request_id(None)
+
+
+def request_id(offered: str | None) -> str:
+    """The client's request id when it is a plain token (HTTP's X-Request-ID, gRPC's
+    x-request-id metadata), else a new one."""
+    if offered is not None and _GOOD_ID.match(offered):
+        return offered
     # 128 random bits from the process's Mersenne Twister (seeded from os.urandom): unique
     # enough to correlate log lines, and without a system call per request as uuid4 makes.
     return f"{_ids.getrandbits(128):032x}"
