@@ -127,32 +127,34 @@ lock: $(STAMP) ## re-resolve the pinned, hashed lock files from pyproject.toml
 	$(VENV)/bin/uv pip compile -q pyproject.toml $(LOCK_FLAGS) --extra train --extra spark --extra grpc --extra dev -o requirements/dev.txt
 	$(VENV)/bin/uv pip compile -q requirements/kserve-sdk.in $(LOCK_FLAGS) --no-deps -o requirements/kserve-sdk.txt
 
-build: ## build the serving images (ONNX, and -sklearn) and the training image, tagged version, commit, latest
+build: ## build the serving images (ONNX, -sklearn, -grpc) and the training image, tagged version, commit, latest
 	docker build $(DOCKER_BUILD_FLAGS) $(BUILD_ARGS) -f Dockerfile \
 		-t $(IMAGE):$(PROJECT_VERSION) -t $(IMAGE):$(GIT_SHA) -t $(IMAGE):latest .
 	docker build $(DOCKER_BUILD_FLAGS) $(BUILD_ARGS) -f Dockerfile --target sklearn \
 		-t $(IMAGE):$(PROJECT_VERSION)-sklearn -t $(IMAGE):$(GIT_SHA)-sklearn -t $(IMAGE):latest-sklearn .
+	docker build $(DOCKER_BUILD_FLAGS) $(BUILD_ARGS) -f Dockerfile --target grpc \
+		-t $(IMAGE):$(PROJECT_VERSION)-grpc -t $(IMAGE):$(GIT_SHA)-grpc -t $(IMAGE):latest-grpc .
 	docker build $(DOCKER_BUILD_FLAGS) $(BUILD_ARGS) --build-arg DIRTY=$(GIT_DIRTY) -f Dockerfile.train \
 		-t $(TRAIN_IMAGE):$(PROJECT_VERSION) -t $(TRAIN_IMAGE):$(GIT_SHA) -t $(TRAIN_IMAGE):latest .
 
 # The context is a tar of exactly what the image needs plus the one version, so the rest of
 # the model store never travels to the Docker engine (.dockerignore keeps models/ out of `build`).
-build-model: ## bake one model into a serving image: NAME=.. VERSION=.. [RUNTIME=sklearn] (tag <name>-<version>)
+build-model: ## bake one model into a serving image: NAME=.. VERSION=.. [RUNTIME=sklearn|grpc] (tag <name>-<version>[-RUNTIME])
 	@test -n "$(NAME)" -a -n "$(VERSION)" || { echo "usage: make build-model NAME=penguins VERSION=1"; exit 2; }
 	@test -f models/$(NAME)/$(VERSION)/metadata.json || { echo "no model at models/$(NAME)/$(VERSION)"; exit 2; }
 	set -o pipefail; tar --create --exclude=__pycache__ --exclude='*.pyc' Dockerfile requirements/serve*.txt \
 		deploy/docker service modelstore models/README.md models/$(NAME)/$(VERSION) \
 	| docker build $(DOCKER_BUILD_FLAGS) $(BUILD_ARGS) -f Dockerfile --build-arg MODEL=models/$(NAME)/$(VERSION) \
-		$(if $(filter sklearn,$(RUNTIME)),--target sklearn) \
+		$(if $(filter sklearn grpc,$(RUNTIME)),--target $(RUNTIME)) \
 		--label org.sklearn-serve.model.name=$(NAME) --label org.sklearn-serve.model.version=$(VERSION) \
 		--label org.sklearn-serve.model.metadata-sha256=$$(sha256sum models/$(NAME)/$(VERSION)/metadata.json | cut -d' ' -f1) \
-		-t $(IMAGE):$(NAME)-$(VERSION)$(if $(filter sklearn,$(RUNTIME)),-sklearn) \
-		-t $(IMAGE):$(NAME)-$(VERSION)-$(GIT_SHA)$(if $(filter sklearn,$(RUNTIME)),-sklearn) -
+		-t $(IMAGE):$(NAME)-$(VERSION)$(if $(filter sklearn grpc,$(RUNTIME)),-$(RUNTIME)) \
+		-t $(IMAGE):$(NAME)-$(VERSION)-$(GIT_SHA)$(if $(filter sklearn grpc,$(RUNTIME)),-$(RUNTIME)) -
 
-push: ## push the three images' tags, and every baked-model image (make build-model), to REGISTRY=host/namespace
+push: ## push the four images' tags, and every baked-model image (make build-model), to REGISTRY=host/namespace
 	@test -n "$(REGISTRY)" || { echo "usage: make push REGISTRY=registry.example.com/team"; exit 2; }
 	for tag in $(PROJECT_VERSION) $(GIT_SHA) latest; do \
-		for image in $(IMAGE):$$tag $(IMAGE):$$tag-sklearn $(TRAIN_IMAGE):$$tag; do \
+		for image in $(IMAGE):$$tag $(IMAGE):$$tag-sklearn $(IMAGE):$$tag-grpc $(TRAIN_IMAGE):$$tag; do \
 			docker tag $$image $(REGISTRY)/$$image && docker push $(REGISTRY)/$$image || exit 1; \
 		done; \
 	done

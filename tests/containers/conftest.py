@@ -83,6 +83,7 @@ def project_copy(destination: Path) -> Path:
 class Images:
     serve: str
     serve_sklearn: str
+    serve_grpc: str
     train: str
     build_seconds: float
 
@@ -94,6 +95,7 @@ def images() -> Images:
     return Images(
         f"{IMAGE}:latest",
         f"{IMAGE}:latest-sklearn",
+        f"{IMAGE}:latest-grpc",
         f"{TRAIN_IMAGE}:latest",
         time.monotonic() - started,
     )

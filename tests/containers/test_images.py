@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -103,7 +104,7 @@ def image_bytes(image: str) -> int:
 
 
 def test_every_image_builds_with_labels(images: Images) -> None:
-    for image in (images.serve, images.serve_sklearn):
+    for image in (images.serve, images.serve_sklearn, images.serve_grpc):
         labels = json.loads(
             must("docker", "image", "inspect", "-f", "{{json .Config.Labels}}", image)
         )
@@ -114,10 +115,15 @@ def test_every_image_builds_with_labels(images: Images) -> None:
     assert "sklearn-serve-train" in train_labels
     added_mb = (image_bytes(images.serve) - image_bytes(BASE_IMAGE)) / 1e6
     sklearn_mb = (image_bytes(images.serve_sklearn) - image_bytes(BASE_IMAGE)) / 1e6
-    print(f"\nserving image adds {added_mb:.0f} MB over {BASE_IMAGE}, -sklearn {sklearn_mb:.0f} MB")
+    grpc_mb = (image_bytes(images.serve_grpc) - image_bytes(BASE_IMAGE)) / 1e6
+    print(
+        f"\nserving image adds {added_mb:.0f} MB over {BASE_IMAGE}, -sklearn {sklearn_mb:.0f} MB, "
+        f"-grpc {grpc_mb:.0f} MB"
+    )
     print(f"all images built in {images.build_seconds:.0f}s")
     assert added_mb <= 130
     assert sklearn_mb < 300
+    assert grpc_mb <= added_mb + 25  # grpcio and protobuf
 
 
 def test_serving_image_is_lean_and_unprivileged(images: Images) -> None:
@@ -469,3 +475,43 @@ def test_the_sklearn_image_serves_a_version_without_a_graph(
     ready = httpx2.get(f"http://127.0.0.1:{port}/health/ready", timeout=5).json()
     assert ready["runtime"] == "sklearn"
     assert predict(port, penguin_example)["predictions"][0]["label"] == "Adelie"
+
+
+def test_the_grpc_image_answers_tritonclient_grpc(
+    images: Images, store: Path, container_names: list[str]
+) -> None:
+    """The -grpc image, as an operator runs it: tritonclient[grpc], unchanged, and the gRPC
+    health check Kubernetes' probes make. Run in a child process: tritonclient's messages and
+    ours register the same protocol names, and this process may hold ours."""
+    port, grpc_port = free_port(), free_port()
+    name = start_container(
+        images.serve_grpc, container_names, port, "-e", f"GRPC_PORT={grpc_port}",
+        "-v", f"{store}:/models:ro",
+    )  # fmt: skip
+    wait_ready(name, port)
+    script = (
+        "import sys, numpy as np, grpc, tritonclient.grpc as t\n"
+        "from grpc_health.v1 import health_pb2 as h, health_pb2_grpc as hg\n"
+        "c = t.InferenceServerClient(sys.argv[1])\n"
+        "assert c.is_server_ready() and c.is_model_ready('penguins')\n"
+        "cols = {'island': np.array([b'Biscoe'], dtype=object), 'bill_length_mm': [46.1],\n"
+        "        'bill_depth_mm': [13.2], 'flipper_length_mm': [211.0], 'body_mass_g': [4500.0],\n"
+        "        'sex': np.array([b'female'], dtype=object), 'year': np.array([2007])}\n"
+        "types = {'island': 'BYTES', 'sex': 'BYTES', 'year': 'INT64'}\n"
+        "inputs = []\n"
+        "for k, v in cols.items():\n"
+        "    i = t.InferInput(k, [1], types.get(k, 'FP64'))\n"
+        "    i.set_data_from_numpy(np.asarray(v, dtype=None if k in types else float))\n"
+        "    inputs.append(i)\n"
+        "print(c.infer('penguins', inputs).as_numpy('label')[0].decode())\n"
+        "with grpc.insecure_channel(sys.argv[1]) as ch:\n"
+        "    print(hg.HealthStub(ch).Check(h.HealthCheckRequest()).status)\n"
+    )
+    done = run(sys.executable, "-c", script, f"127.0.0.1:{grpc_port}")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.split() == ["Gentoo", "1"]  # the label, then SERVING
+    config = json.loads(
+        must("docker", "image", "inspect", "-f", "{{json .Config}}", images.serve_grpc)
+    )
+    assert config["ExposedPorts"] == {"8000/tcp": {}, "8001/tcp": {}}
+    assert config["User"] == "10001:10001"

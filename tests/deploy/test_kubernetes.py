@@ -29,6 +29,7 @@ from tests.deploy.kube import (
 
 KUSTOMIZATIONS = [ROOT / "deploy/kubernetes/base", ROOT / "deploy/kubernetes/overlays/example"]
 INFERENCE_SERVICE = ROOT / "deploy/kserve/inferenceservice.yaml"
+GRPC_INFERENCE_SERVICE = ROOT / "deploy/kserve/inferenceservice-grpc.yaml"
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
 
 
@@ -46,10 +47,19 @@ def image_facts() -> dict[str, Any]:
     port = re.search(r"^EXPOSE (\d+)$", DOCKERFILE, re.M)
     user = re.search(r"^USER (\d+):(\d+)$", DOCKERFILE, re.M)
     image = re.search(r"^IMAGE \?= (\S+)$", (ROOT / "Makefile").read_text(), re.M)
+    grpc = re.search(r"^FROM base AS grpc$.*?^EXPOSE (\d+)$", DOCKERFILE, re.M | re.S)
     assert port
     assert user
     assert image
-    return {"port": int(port[1]), "uid": int(user[1]), "gid": int(user[2]), "image": image[1]}
+    assert grpc
+    assert int(grpc[1]) == Settings.model_fields["grpc_port"].default  # the -grpc image's
+    return {
+        "port": int(port[1]),
+        "grpc_port": int(grpc[1]),
+        "uid": int(user[1]),
+        "gid": int(user[2]),
+        "image": image[1],
+    }
 
 
 @pytest.fixture(scope="module")
@@ -97,9 +107,11 @@ def test_the_deployment_matches_the_image(answers: Callable[[str], int]) -> None
     (container,) = pod["containers"]
     name, _, tag = container["image"].partition(":")
     assert name == facts["image"]
-    assert re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*-[0-9]+", tag)  # make build-model's tag
+    # make build-model's tag, RUNTIME=grpc
+    assert re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*-[0-9]+-grpc", tag)
     assert container["ports"] == [
-        {"name": "http", "containerPort": facts["port"], "protocol": "TCP"}
+        {"name": "http", "containerPort": facts["port"], "protocol": "TCP"},
+        {"name": "grpc", "containerPort": facts["grpc_port"], "protocol": "TCP"},
     ]
     assert (pod["securityContext"]["runAsUser"], pod["securityContext"]["runAsGroup"]) == (
         facts["uid"],
@@ -143,14 +155,16 @@ def test_the_other_objects_point_at_the_deployment() -> None:
     port_names = {
         p["name"] for p in deployment["spec"]["template"]["spec"]["containers"][0]["ports"]
     }
-    assert documents["Service"]["spec"]["ports"][0]["targetPort"] in port_names
-    assert documents["NetworkPolicy"]["spec"]["ingress"][0]["ports"][0]["port"] in port_names
+    assert {p["targetPort"] for p in documents["Service"]["spec"]["ports"]} == port_names
+    assert {p["port"] for p in documents["NetworkPolicy"]["spec"]["ingress"][0]["ports"]} == (
+        port_names
+    )
     assert documents["NetworkPolicy"]["spec"]["egress"] == []
     target = documents["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]
     assert (target["kind"], target["name"]) == ("Deployment", deployment["metadata"]["name"])
     assert documents["HorizontalPodAutoscaler"]["spec"]["minReplicas"] == 3  # the overlay's
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
-    assert container["image"] == "ghcr.io/example/sklearn-serve:penguins-1"
+    assert container["image"] == "ghcr.io/example/sklearn-serve:penguins-1-grpc"
     assert {d["metadata"]["namespace"] for d in documents.values()} == {"ml"}
     secret = next(v for v in deployment["spec"]["template"]["spec"]["volumes"] if "secret" in v)
     assert secret["secret"]["secretName"] == "sklearn-serve-api-key"
@@ -204,6 +218,21 @@ def test_the_inference_service_matches_the_image_and_the_v2_routes(
         facts["uid"],
         facts["gid"],
     )
+
+
+def test_the_grpc_inference_service_is_the_http_one_on_grpc_s_port() -> None:
+    facts = image_facts()
+    document: dict[str, Any] = yaml.safe_load(GRPC_INFERENCE_SERVICE.read_text())
+    check_kserve(document, "V1beta1InferenceService", "InferenceService")
+    (container,) = document["spec"]["predictor"]["containers"]
+    assert container["ports"] == [
+        {"name": "h2c", "containerPort": facts["grpc_port"], "protocol": "TCP"}
+    ]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert int(env["GRPC_PORT"]) == facts["grpc_port"]
+    assert container["image"].endswith(f":{env['MODEL_NAME']}-1-grpc")
+    http = inference_service()["spec"]["predictor"]["containers"][0]
+    assert container["readinessProbe"] == http["readinessProbe"]
 
 
 def test_the_render_blueprint_matches_the_image(answers: Callable[[str], int]) -> None:

@@ -47,6 +47,7 @@ def test_make_push_pushes_the_baked_model_images_too(tmp_path: Path) -> None:
         "sklearn-serve:mass-2-sklearn",
     ):
         assert f"registry.example/team/{baked}" in pushed
-    assert "registry.example/team/sklearn-serve:latest" in pushed
+    for tag in ("latest", "latest-sklearn", "latest-grpc"):
+        assert f"registry.example/team/sklearn-serve:{tag}" in pushed
     images = next(line for line in calls.read_text().splitlines() if line.startswith("images"))
     assert "label=org.sklearn-serve.model.name" in images
