@@ -90,6 +90,8 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
             await stop_grpc()
         hangup()
         runtime.dispatcher.close()
+        if runtime.payloads is not None:
+            await run_in_threadpool(runtime.payloads.close)
         if model is None and loaded.hold is not None:
             loaded.hold.close()  # this lifespan loaded it; a passed-in model is the caller's
         if multiprocess_dir():

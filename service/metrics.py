@@ -58,6 +58,13 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.payload_events = Counter(
+            "payload_events",
+            "payload log events (PAYLOAD_LOG) by outcome: sent, dropped_queue_full, "
+            "dropped_sink_error",
+            ["outcome"],
+            registry=r,
+        )
         self.predictions = Counter(
             "predictions", "instances predicted", ["name", "version"], registry=r
         )

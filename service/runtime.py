@@ -17,6 +17,7 @@ from service.errors import UnauthorizedError
 from service.features import FeatureRule, FeatureSpec
 from service.keys import KeyRing
 from service.metrics import Metrics
+from service.payloads import PayloadLog
 from service.protocols.v2_model import TensorModel
 from service.runtimes import make_predictor
 from service.runtimes.base import Predictor, Table, check_finite
@@ -49,6 +50,7 @@ class Runtime:
     unknown_counters: list[tuple[FeatureRule, Any]]
     # None when DRIFT_WINDOW=0 or the version predates training profiles
     drift: DriftMonitor | None
+    payloads: PayloadLog | None  # None unless PAYLOAD_LOG is set
 
     @classmethod
     def build(cls, settings: Settings, loaded: LoadedModel, metrics: Metrics) -> Runtime:
@@ -83,6 +85,18 @@ class Runtime:
             if settings.drift_window and meta.profile is not None
             else None,
             tensor_metadata_json=orjson.dumps(tensors.metadata_response()),
+            payloads=PayloadLog(
+                settings.payload_log,
+                settings.payload_log_sample,
+                settings.payload_log_queue,
+                settings.payload_log_file_bytes,
+                settings.payload_log_file_count,
+                predictor,
+                {"name": meta.name, "version": meta.version},
+                metrics,
+            )
+            if settings.payload_log
+            else None,
             dispatcher=Dispatcher(
                 predictor,
                 max_rows_per_call=max(settings.max_batch_size, 256),
@@ -102,6 +116,8 @@ class Runtime:
         self.metrics.model_seconds.observe(time.perf_counter() - started)
         check_finite(output)
         self.predictions_counter.inc(table.rows)
+        if self.payloads is not None:
+            self.payloads.record(table, output)
         for rule, counter in self.unknown_counters:
             unseen = rule.count_unseen(table.columns[rule.name])
             if unseen:

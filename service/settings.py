@@ -54,6 +54,20 @@ class Settings(BaseSettings):
         "0 turns it off",
     )
     workers: int = Field(1, ge=1, le=64)
+    payload_log: str | None = Field(
+        None,
+        description="each prediction's inputs and outputs as CloudEvents: an http(s):// URL "
+        "(batches POSTed) or file:/path.jsonl (rotated JSON lines); unset: off",
+        pattern=r"^(https?://\S+|file:/\S+)$",
+    )
+    payload_log_sample: float = Field(
+        1.0, ge=0.0, le=1.0, description="the share of predictions logged"
+    )
+    payload_log_queue: int = Field(
+        10_000, ge=1, description="predictions waiting to be logged; past it they are dropped"
+    )
+    payload_log_file_bytes: int = Field(64 << 20, ge=1024, description="rotate files at this size")
+    payload_log_file_count: int = Field(5, ge=1, description="rotated files kept")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console"] = "console"
     max_batch_size: int = Field(1000, ge=1)

@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import error_body
 from service.metrics import Metrics
+from service.payloads import CURRENT_REQUEST
 
 log = logging.getLogger("service.request")
 _ids = random.Random()  # noqa: S311  (request ids correlate logs; they guard nothing)
@@ -46,6 +47,7 @@ class RequestContext:
             # would be built from the client's Host header.
             scope["path"] = path = path.rstrip("/") or "/"
         request_id = _request_id(scope)
+        CURRENT_REQUEST.set((request_id, path))
         method: str = scope["method"]
         if method == "HEAD":
             # HEAD is GET without the body (uvicorn drops it, reading its own scope's method):

@@ -31,6 +31,7 @@ from service.errors import (
     ServiceError,
 )
 from service.metrics import Metrics
+from service.payloads import CURRENT_REQUEST
 from service.protocols.grpc_v2 import oip_pb2 as pb
 from service.protocols.grpc_v2 import oip_pb2_grpc
 from service.protocols.grpc_v2.messages import infer_request, infer_response
@@ -136,6 +137,7 @@ class InferenceService(oip_pb2_grpc.GRPCInferenceServiceServicer):
         started = time.perf_counter()
         offered = dict(context.invocation_metadata() or ()).get("x-request-id")
         rid = request_id(offered if isinstance(offered, str) else None)
+        CURRENT_REQUEST.set((rid, f"/{SERVICE}/{method}"))
         context.set_trailing_metadata((("x-request-id", rid),))
         code, message = grpc.StatusCode.OK, ""
         try:
