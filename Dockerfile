@@ -87,8 +87,9 @@ LABEL org.opencontainers.image.title="sklearn-serve-sklearn" \
       org.opencontainers.image.source="${SOURCE}" \
       org.opencontainers.image.licenses="MIT"
 
-# The default image plus the Open Inference Protocol over gRPC on GRPC_PORT (tag suffix -grpc):
-# grpcio and protobuf add about 20 MB, past the default image's size target.
+# The default image plus the Open Inference Protocol over gRPC on GRPC_PORT and OpenTelemetry's
+# SDK and OTLP exporters for tracing (tag suffix -grpc): grpcio, protobuf and OpenTelemetry add
+# about 30 MB, past the default image's size target.
 FROM base AS grpc
 COPY --from=venv-grpc /opt/venv /opt/venv
 COPY --from=code /app /app

@@ -123,8 +123,8 @@ lock: $(STAMP) ## re-resolve the pinned, hashed lock files from pyproject.toml
 	$(VENV)/bin/uv pip compile -q pyproject.toml $(LOCK_FLAGS) $(SERVE_ONLY) --extra sklearn -o requirements/serve-sklearn.txt
 	$(VENV)/bin/uv pip compile -q pyproject.toml $(LOCK_FLAGS) --extra train -o requirements/train.txt
 	$(VENV)/bin/uv pip compile -q pyproject.toml $(LOCK_FLAGS) --extra train --extra spark -o requirements/spark.txt
-	$(VENV)/bin/uv pip compile -q pyproject.toml $(LOCK_FLAGS) $(GRPC_ONLY) --extra grpc -o requirements/serve-grpc.txt
-	$(VENV)/bin/uv pip compile -q pyproject.toml $(LOCK_FLAGS) --extra train --extra spark --extra grpc --extra dev -o requirements/dev.txt
+	$(VENV)/bin/uv pip compile -q pyproject.toml $(LOCK_FLAGS) $(GRPC_ONLY) --extra grpc --extra otel -o requirements/serve-grpc.txt
+	$(VENV)/bin/uv pip compile -q pyproject.toml $(LOCK_FLAGS) --extra train --extra spark --extra grpc --extra otel --extra dev -o requirements/dev.txt
 	$(VENV)/bin/uv pip compile -q requirements/kserve-sdk.in $(LOCK_FLAGS) --no-deps -o requirements/kserve-sdk.txt
 
 build: ## build the serving images (ONNX, -sklearn, -grpc) and the training image, tagged version, commit, latest

@@ -561,7 +561,9 @@ def bench_scoring(work: Path) -> str:
 def main() -> int:
     from bench.against_floor import bench_against_floor
     from bench.first_run import bench_first_run
+    from bench.grpc import bench_grpc
     from bench.precision import bench_precision
+    from bench.tracing import bench_tracing
 
     wrk = ensure_wrk()
     work = Path(tempfile.mkdtemp(prefix="bench-"))
@@ -571,6 +573,8 @@ def main() -> int:
     tables.append(bench_scoring(work))
     tables.append(bench_precision(work))
     tables.append(bench_against_floor(wrk, work))
+    tables.append(bench_grpc(work))
+    tables.append(bench_tracing(wrk, work))
     tables.append(bench_first_run())
     print("\n\n".join(tables))
     print(

@@ -19,7 +19,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from modelstore import LoadedModel
-from service import __version__
+from service import __version__, tracing
 from service.docs import mount_docs
 from service.errors import ServiceError, handle_http_exception, handle_service_error
 from service.loading import installed, load_model
@@ -83,6 +83,7 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
                 "predict_ms": round(runtime.predictor.fixed_cost * 1000, 3),
             },
         )
+        tracing.start(VERSION)
         hangup = _on_sighup(runtime.keys.reload)
         stop_grpc = await _start_grpc(settings, app.state, metrics)
         yield
@@ -90,6 +91,7 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
             await stop_grpc()
         hangup()
         runtime.dispatcher.close()
+        await run_in_threadpool(tracing.stop)
         if runtime.payloads is not None:
             await run_in_threadpool(runtime.payloads.close)
         if model is None and loaded.hold is not None:

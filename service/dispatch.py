@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from service import tracing
 from service.errors import OverloadedError
 from service.runtimes.base import Predictor, Table
 
@@ -50,6 +51,8 @@ LONE_BUDGET_SECONDS = 0.005
 RETRY_AFTER_SECONDS = 1
 
 Output = np.ndarray[Any, Any]  # a slice of `Predictor.compute`'s answer: one row per input row
+# With tracing on: the rows of the shared call each waiting request's answer came from.
+_CALL_ROWS: dict[asyncio.Future[Output], int] = {}
 
 
 class Dispatcher:
@@ -69,7 +72,7 @@ class Dispatcher:
         """The model's raw answer for these rows, computed alone or together with others."""
         estimate = self.predictor.estimated_seconds(len(table))
         if estimate <= INLINE_BUDGET_SECONDS:
-            return await self._on_the_loop(table)
+            return await self._shared(self._on_the_loop(table), len(table))
         idle = not self._claimed and self._drainer is None and not self._pending
         if idle and estimate <= LONE_BUDGET_SECONDS:
             self._claimed = True
@@ -79,6 +82,7 @@ class Dispatcher:
                 await asyncio.sleep(0)
                 await asyncio.sleep(0)
                 if self._drainer is None and not self._pending:
+                    tracing.annotate(model__call_rows=len(table))
                     return self.predictor.compute(table)
             finally:
                 self._claimed = False
@@ -92,7 +96,16 @@ class Dispatcher:
         self._pending.append((table, future))
         if self._drainer is None:
             self._drainer = loop.create_task(self._drain())
-        return await future
+        return await self._shared(future, len(table))
+
+    async def _shared(self, future: asyncio.Future[Output], rows: int) -> Output:
+        """The request's answer; with tracing on, the rows of the call it shared are noted on
+        the current span."""
+        try:
+            return await future
+        finally:
+            if tracing.enabled():
+                tracing.annotate(model__call_rows=_CALL_ROWS.pop(future, rows))
 
     def _on_the_loop(self, table: Table) -> asyncio.Future[Output]:
         """Join this turn's inline batch; the first request of the turn schedules its call.
@@ -193,8 +206,11 @@ def _prefix(waiting: list[tuple[Table, Any]], fits: Callable[[int], bool]) -> in
 def _deliver(batch: list[tuple[Table, asyncio.Future[Output]]], results: Output) -> None:
     """Hand each request its own slice of a shared call's predictions."""
     start = 0
+    traced = tracing.enabled()
     for table, future in batch:
         end = start + len(table)
+        if traced:
+            _CALL_ROWS[future] = len(results)
         _settle(future, result=results[start:end])
         start = end
 

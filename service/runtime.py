@@ -11,6 +11,7 @@ import orjson
 from starlette.datastructures import Headers
 
 from modelstore import LoadedModel
+from service import tracing
 from service.dispatch import Dispatcher
 from service.drift import DriftMonitor
 from service.errors import UnauthorizedError
@@ -111,8 +112,17 @@ class Runtime:
         """
         if table.rows >= TYPED_FROM_ROWS:
             table = table.typed(self.predictor.kinds)
+        if tracing.enabled():
+            ref = self.model_ref
+            tracing.annotate(
+                model__name=ref["name"],
+                model__version=str(ref["version"]),
+                model__runtime=self.predictor.runtime,
+                model__rows=table.rows,
+            )
         started = time.perf_counter()
-        output = await self.dispatcher.predict(table)
+        with tracing.span("predict"):
+            output = await self.dispatcher.predict(table)
         self.metrics.model_seconds.observe(time.perf_counter() - started)
         check_finite(output)
         self.predictions_counter.inc(table.rows)

@@ -13,6 +13,7 @@ from fastapi import APIRouter, FastAPI, Request
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.responses import Response
 
+from service import tracing
 from service.errors import BadRequestError, PayloadTooLargeError, json_response
 from service.protocols.http import (
     check_body_headers,
@@ -57,10 +58,11 @@ async def predict(request: Request) -> Response:
     runtime.authorize(request.headers)
     check_body_headers(request)
     body = await read_body(request, runtime.settings.max_body_bytes)
-    with collector_paused(body):
+    with tracing.span("decode"), collector_paused(body):
         table = _checked_table(runtime, body)
     output = await run_checked(runtime, table)
-    return json_response(200, {"predictions": labels_or_values(runtime, output)})
+    with tracing.span("encode"):
+        return json_response(200, {"predictions": labels_or_values(runtime, output)})
 
 
 def _checked_table(runtime: Runtime, body: bytes) -> Table:

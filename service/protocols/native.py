@@ -11,6 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import Response
 
+from service import tracing
 from service.errors import (
     InvalidBodyError,
     PayloadTooLargeError,
@@ -35,7 +36,7 @@ async def predict(request: Request) -> Response:
     check_body_headers(request)
     body = await read_body(request, runtime.settings.max_body_bytes)
     try:
-        with collector_paused(body):
+        with tracing.span("decode"), collector_paused(body):
             table = runtime.validator.table_from_json(body)
     except BatchTooLargeError:
         raise PayloadTooLargeError(
@@ -47,11 +48,10 @@ async def predict(request: Request) -> Response:
         output = await runtime.run(table)
     except NonFinitePredictionError as exc:
         raise InvalidBodyError(non_finite_details(exc.rows)) from None
-    predictions = runtime.predictor.shape(output)
-    return Response(
-        orjson.dumps({"model": runtime.model_ref, "predictions": predictions}),
-        media_type="application/json",
-    )
+    with tracing.span("encode"):
+        predictions = runtime.predictor.shape(output)
+        body = orjson.dumps({"model": runtime.model_ref, "predictions": predictions})
+    return Response(body, media_type="application/json")
 
 
 async def probe_options(request: Request) -> Response:

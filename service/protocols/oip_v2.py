@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request
 from starlette.responses import Response
 
-from service import __version__
+from service import __version__, tracing
 from service.errors import BadRequestError, PayloadTooLargeError
 from service.protocols.http import (
     check_body_headers,
@@ -74,7 +74,7 @@ async def infer(request: Request) -> Response:
     body = await read_body(request, runtime.settings.max_body_bytes)
     model = runtime.tensors
     try:
-        with collector_paused(body):
+        with tracing.span("decode"), collector_paused(body):
             parsed, table = model.decode(body, header_length)
     except TensorError as exc:
         raise BadRequestError(str(exc)) from None
@@ -87,7 +87,8 @@ async def infer(request: Request) -> Response:
     }
     if parsed.id is not None:
         header["id"] = parsed.id
-    content, json_length = model.answer(header, output, parsed.outputs, parsed.binary_default)
+    with tracing.span("encode"):
+        content, json_length = model.answer(header, output, parsed.outputs, parsed.binary_default)
     if json_length is None:
         return Response(content, media_type="application/json")
     return Response(

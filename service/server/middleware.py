@@ -13,6 +13,7 @@ import orjson
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service import tracing
 from service.errors import error_body
 from service.metrics import Metrics
 from service.payloads import CURRENT_REQUEST
@@ -40,6 +41,14 @@ class RequestContext:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if tracing.enabled():
+            carrier = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
+            with tracing.server_span(f"{scope['method']} {scope['path'][:100]}", carrier):
+                await self._handle(scope, receive, send)
+            return
+        await self._handle(scope, receive, send)
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         path: str = scope["path"]
         if len(path) > 1 and path.endswith("/"):
@@ -85,9 +94,17 @@ class RequestContext:
         finally:
             seconds = time.perf_counter() - started
             route = _route(scope)
-            self.metrics.observe_request(
-                method if method in _METHODS else "other", route, status, seconds
-            )
+            label = method if method in _METHODS else "other"
+            self.metrics.observe_request(label, route, status, seconds)
+            if tracing.enabled():
+                tracing.rename(f"{label} {route}")
+                tracing.annotate(
+                    http__request__method=label,
+                    http__route=route,
+                    http__response__status_code=status,
+                    request__id=request_id,
+                    outcome="ok" if status < 400 else "refused" if status < 500 else "error",
+                )
             log.info(
                 "request",
                 extra={

@@ -123,7 +123,7 @@ def test_every_image_builds_with_labels(images: Images) -> None:
     print(f"all images built in {images.build_seconds:.0f}s")
     assert added_mb <= 130
     assert sklearn_mb < 300
-    assert grpc_mb <= added_mb + 25  # grpcio and protobuf
+    assert grpc_mb <= added_mb + 40  # grpcio, protobuf, OpenTelemetry's SDK and exporters
 
 
 def test_serving_image_is_lean_and_unprivileged(images: Images) -> None:
@@ -510,6 +510,16 @@ def test_the_grpc_image_answers_tritonclient_grpc(
     done = run(sys.executable, "-c", script, f"127.0.0.1:{grpc_port}")
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.split() == ["Gentoo", "1"]  # the label, then SERVING
+    # Tracing's SDK and both OTLP exporters are there too, for OTEL_* to turn on.
+    modules = (
+        "import opentelemetry.sdk.trace, opentelemetry.exporter.otlp.proto.http.trace_exporter, "
+        "opentelemetry.exporter.otlp.proto.grpc.trace_exporter"
+    )
+    imported = run(
+        "docker", "run", "--rm", "--network", "none", "--entrypoint", "python",
+        images.serve_grpc, "-c", modules,
+    )  # fmt: skip
+    assert imported.returncode == 0, imported.stderr
     config = json.loads(
         must("docker", "image", "inspect", "-f", "{{json .Config}}", images.serve_grpc)
     )

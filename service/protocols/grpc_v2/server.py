@@ -22,7 +22,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from starlette.datastructures import Headers
 
-from service import __version__
+from service import __version__, tracing
 from service.errors import (
     BadRequestError,
     NotFoundError,
@@ -113,27 +113,36 @@ class InferenceService(oip_pb2_grpc.GRPCInferenceServiceServicer):
             runtime.authorize(_headers(context))
             model = runtime.tensors
             try:
-                parsed = infer_request(request)
-                model.check_requested(parsed.outputs)
-                table = model.table(parsed.inputs)
+                with tracing.span("decode"):
+                    parsed = infer_request(request)
+                    model.check_requested(parsed.outputs)
+                    table = model.table(parsed.inputs)
             except TensorError as exc:
                 raise BadRequestError(str(exc)) from None
             except BatchTooLargeError as exc:
                 raise PayloadTooLargeError(str(exc)) from None
             output = await run_checked(runtime, table)
-            header = pb.ModelInferResponse(
-                model_name=runtime.model_ref["name"],
-                model_version=str(runtime.model_ref["version"]),
-                id=parsed.id or "",
-            )
-            raw = parsed.binary_default  # raw inputs in, raw outputs back
-            return infer_response(header, model.outputs(output, parsed.outputs), raw)
+            with tracing.span("encode"):
+                header = pb.ModelInferResponse(
+                    model_name=runtime.model_ref["name"],
+                    model_version=str(runtime.model_ref["version"]),
+                    id=parsed.id or "",
+                )
+                raw = parsed.binary_default  # raw inputs in, raw outputs back
+                return infer_response(header, model.outputs(output, parsed.outputs), raw)
 
         return await self._call("ModelInfer", context, infer)
 
     # -- what every call shares -----------------------------------------------------------------
 
     async def _call(self, method: str, context: Any, handler: Callable[[], Awaitable[T]]) -> T:
+        if tracing.enabled():
+            carrier = [(k, v) for k, v in context.invocation_metadata() or () if isinstance(v, str)]
+            with tracing.server_span(f"{SERVICE}/{method}", carrier):
+                return await self._traced(method, context, handler)
+        return await self._traced(method, context, handler)
+
+    async def _traced(self, method: str, context: Any, handler: Callable[[], Awaitable[T]]) -> T:
         started = time.perf_counter()
         offered = dict(context.invocation_metadata() or ()).get("x-request-id")
         rid = request_id(offered if isinstance(offered, str) else None)
@@ -151,6 +160,19 @@ class InferenceService(oip_pb2_grpc.GRPCInferenceServiceServicer):
         finally:
             seconds = time.perf_counter() - started
             self.metrics.observe_call(method, code.name, seconds)
+            if tracing.enabled():
+                tracing.annotate(
+                    rpc__system="grpc",
+                    rpc__service=SERVICE,
+                    rpc__method=method,
+                    rpc__grpc__status_code=code.value[0],
+                    request__id=rid,
+                    outcome="ok"
+                    if code is grpc.StatusCode.OK
+                    else "refused"
+                    if code is not grpc.StatusCode.INTERNAL
+                    else "error",
+                )
             log.info(
                 "grpc request",
                 extra={
