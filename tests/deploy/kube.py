@@ -78,8 +78,27 @@ def _merge(target: dict[str, Any], change: dict[str, Any]) -> None:
     for key, value in change.items():
         if isinstance(value, dict) and isinstance(target.get(key), dict):
             _merge(target[key], value)
+        elif _named(value) and _named(target.get(key)):
+            # Lists of named items (containers, env, volumes) merge item by item on `name`, as
+            # strategic merge does, new items first (as kustomize puts them); others are replaced.
+            items = {item["name"]: item for item in target[key]}
+            added = []
+            for item in value:
+                if item["name"] in items:
+                    _merge(items[item["name"]], item)
+                else:
+                    added.append(copy.deepcopy(item))
+            target[key][:0] = added
         else:
             target[key] = copy.deepcopy(value)
+
+
+def _named(value: Any) -> bool:
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(isinstance(item, dict) and "name" in item for item in value)
+    )
 
 
 def _containers(document: dict[str, Any]) -> list[dict[str, Any]]:

@@ -159,7 +159,14 @@ def test_the_other_objects_point_at_the_deployment() -> None:
     assert {p["port"] for p in documents["NetworkPolicy"]["spec"]["ingress"][0]["ports"]} == (
         port_names
     )
-    assert documents["NetworkPolicy"]["spec"]["egress"] == []
+    # The overlay turns tracing on: its pods may reach the collector and DNS, nothing else.
+    egress = documents["NetworkPolicy"]["spec"]["egress"]
+    assert sorted(p["port"] for rule in egress for p in rule["ports"]) == [53, 53, 4318]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"].endswith(":4318")
+    assert "API_KEY_FILE" in env  # the base's entries stay
+    assert by_kind(render(KUSTOMIZATIONS[0]))["NetworkPolicy"]["spec"]["egress"] == []
     target = documents["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]
     assert (target["kind"], target["name"]) == ("Deployment", deployment["metadata"]["name"])
     assert documents["HorizontalPodAutoscaler"]["spec"]["minReplicas"] == 3  # the overlay's
