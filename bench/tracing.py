@@ -1,6 +1,7 @@
-"""Tracing off against on: the default model served by one process without OTEL_* and one
-exporting every span (OTLP over HTTP) to a receiver in this process that answers at once;
-wrk drives /predict with one row at 1 and 32 connections, A-B-B-A. Part of `make bench`.
+"""Tracing off against on: the default model served by one process without OTEL_*, one
+exporting every span (OTLP over HTTP) to a receiver in this process that answers at once, and
+one sampling a tenth of the traces; wrk drives /predict with one row at 1 and 32 connections,
+A-B-C-C-B-A. Part of `make bench`.
 """
 
 from __future__ import annotations
@@ -37,7 +38,15 @@ def bench_tracing(wrk: str, work: Path) -> str:
     receiver = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
     threading.Thread(target=receiver.serve_forever, daemon=True).start()
     endpoint = f"http://127.0.0.1:{receiver.server_address[1]}"
-    settings = {"off": {}, "on": {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint}}
+    settings = {
+        "off": {},
+        "on": {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint},
+        "10%": {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+            "OTEL_TRACES_SAMPLER": "traceidratio",
+            "OTEL_TRACES_SAMPLER_ARG": "0.1",
+        },
+    }
     version_dir = models / "penguins" / "1"
     procs, urls = {}, {}
     for mode, extra in settings.items():
@@ -46,18 +55,19 @@ def bench_tracing(wrk: str, work: Path) -> str:
         urls[mode] = f"http://127.0.0.1:{port}"
     lines = [
         "tracing off and on (every span exported over OTLP/HTTP), /predict with one row",
-        f"{'scenario':<32}{'off':>11}{'on':>11}{'on/off':>9}",
+        f"{'scenario':<22}{'off':>10}{'on':>10}{'on/off':>8}{'10% sampled':>13}{'/off':>7}",
     ]
     try:
         for mode, proc in procs.items():
             wait_ready(f"{urls[mode]}/health/ready", proc)
         for connections, figure in ((1, "p50"), (32, "rps")):
-            runs: dict[str, list[float]] = {"off": [], "on": []}
-            for mode in ("off", "on", "on", "off"):
+            runs: dict[str, list[float]] = {mode: [] for mode in settings}
+            for mode in ("off", "on", "10%", "10%", "on", "off"):
                 runs[mode].append(drive(wrk, f"{urls[mode]}/predict", body, connections, 1)[figure])
-            off, on = statistics.mean(runs["off"]), statistics.mean(runs["on"])
+            off, on, some = (statistics.mean(runs[m]) for m in ("off", "on", "10%"))
             label = "p50 (ms), c=1" if figure == "p50" else "requests/s, c=32"
-            lines.append(f"{label:<32}{off:>11,.3f}{on:>11,.3f}{on / off:>9.2f}")
+            ratios = f"{on / off:>8.2f}{some:>13,.3f}{some / off:>7.2f}"
+            lines.append(f"{label:<22}{off:>10,.3f}{on:>10,.3f}{ratios}")
     finally:
         for proc in procs.values():
             proc.send_signal(signal.SIGTERM)

@@ -28,6 +28,10 @@ log = logging.getLogger("service.tracing")
 _tracer: Any = None  # the SDK's tracer once tracing is on; None means off
 _provider: Any = None
 _NOTHING = contextlib.nullcontext()
+# Bound once tracing starts, so the request path imports nothing.
+_current_span: Any = None
+_propagator: Any = None
+_SERVER: Any = None
 
 
 def requested() -> bool:
@@ -61,10 +65,21 @@ def start(service_version: str) -> bool:
     if exporter is None:
         return False
     provider.add_span_processor(BatchSpanProcessor(exporter))
+    _bind()
     _provider = provider
     _tracer = provider.get_tracer("sklearn-serve")
     log.info("tracing on", extra={"exporter": type(exporter).__name__})
     return True
+
+
+def _bind() -> None:
+    global _current_span, _propagator, _SERVER
+    from opentelemetry.trace import SpanKind, get_current_span
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    _current_span = get_current_span
+    _propagator = TraceContextTextMapPropagator()
+    _SERVER = SpanKind.SERVER
 
 
 def _exporter() -> Any:
@@ -108,17 +123,15 @@ def server_span(name: str, carrier: Iterable[tuple[str, str]]) -> Any:
     metadata pairs, names in lower case)."""
     if _tracer is None:
         return _NOTHING
-    from opentelemetry.trace import SpanKind
-    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-
     headers = {k: v for k, v in carrier if k in ("traceparent", "tracestate")}
-    parent = TraceContextTextMapPropagator().extract(headers)
-    return _tracer.start_as_current_span(name, context=parent, kind=SpanKind.SERVER)
+    parent = _propagator.extract(headers) if headers else None
+    return _tracer.start_as_current_span(name, context=parent, kind=_SERVER)
 
 
 def span(name: str) -> Any:
-    """A child of the current span; nothing at all when tracing is off."""
-    if _tracer is None:
+    """A child of the current span; nothing at all when tracing is off or the request's trace
+    is not sampled (its children would not be recorded either)."""
+    if _tracer is None or not _current_span().is_recording():
         return _NOTHING
     return _tracer.start_as_current_span(name)
 
@@ -127,17 +140,17 @@ def rename(name: str) -> None:
     """Name the current span once its route is known."""
     if _tracer is None:
         return
-    from opentelemetry import trace
-
-    trace.get_current_span().update_name(name)
+    current = _current_span()
+    if current.is_recording():
+        current.update_name(name)
 
 
 def annotate(**attributes: Any) -> None:
     """Attributes for the current span (dots in names written as `__`)."""
     if _tracer is None:
         return
-    from opentelemetry import trace
-
-    current = trace.get_current_span()
+    current = _current_span()
+    if not current.is_recording():
+        return
     for key, value in attributes.items():
         current.set_attribute(key.replace("__", "."), value)

@@ -26,6 +26,7 @@ _INTERNAL_ERROR = "internal server error"
 _SHUTTING_DOWN = "server shutting down: the request was cut at the shutdown deadline"
 # Methods the routes answer; any other is one label value, so a client cannot mint series.
 _METHODS = frozenset({"GET", "HEAD", "POST", "OPTIONS"})
+_TRACE_HEADERS = frozenset({b"traceparent", b"tracestate"})
 # nginx's code for a client that closed the connection before the answer: not a server error.
 CLIENT_CLOSED = 499
 
@@ -42,7 +43,11 @@ class RequestContext:
             await self.app(scope, receive, send)
             return
         if tracing.enabled():
-            carrier = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
+            carrier = [
+                (k.decode("latin-1"), v.decode("latin-1"))
+                for k, v in scope["headers"]
+                if k in _TRACE_HEADERS
+            ]
             with tracing.server_span(f"{scope['method']} {scope['path'][:100]}", carrier):
                 await self._handle(scope, receive, send)
             return
