@@ -201,9 +201,11 @@ def main() -> int:
             f"{folder.relative_to(ROOT)}: {len(documents)} objects valid for Kubernetes"
             f" {KUBERNETES_VERSION} (strict), rendered by {how}"
         )
-    service = yaml.safe_load((ROOT / "deploy/kserve/inferenceservice.yaml").read_text())
-    check_kserve(service, "V1beta1InferenceService", "InferenceService")
-    print("deploy/kserve/inferenceservice.yaml: only fields KServe 0.21's InferenceService defines")
+    for path in sorted((ROOT / "deploy/kserve").glob("*.yaml")):
+        service = yaml.safe_load(path.read_text())
+        check_kserve(service, "V1beta1InferenceService", "InferenceService")
+        name = path.relative_to(ROOT)
+        print(f"{name}: only fields KServe 0.21's InferenceService defines")
     return 0
 
 
