@@ -287,6 +287,24 @@ class FeatureSpec:
         # The most keys an instance may have: each feature and each column training ignored.
         self.max_keys = len(self.rules) + len(self.ignored)
 
+    def number_matrix(self, values: Any, rows: int, rules: list[FeatureRule]) -> Any:
+        """Plain numbers for `rules` (number and integer features), row by row, as one float64
+        array of `rows` rows when every value is finite, within the largest magnitude, and whole
+        in an integer column; None when any is not, for the rules to judge one by one. `values`
+        holds ints and floats only (the caller checks), nested or flat."""
+        try:
+            matrix = np.asarray(values, dtype=np.float64).reshape(rows, len(rules))
+        except OverflowError:  # an integer beyond float64: the rules name it
+            return None
+        if not (np.abs(matrix) <= MAX_MAGNITUDE).all():  # NaN and infinity fail this too
+            return None
+        whole = [j for j, rule in enumerate(rules) if rule.integer]
+        if whole:
+            integers = matrix[:, whole]
+            if not (integers == np.floor(integers)).all():
+                return None
+        return matrix
+
     def instance_type(self) -> Any:
         """One row as a JSON object: each feature's value type; ignored columns may come along
         (a DataFrame minus its target) and are dropped."""

@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import math
 from contextlib import suppress
+from itertools import chain
 from typing import Annotated, Any
 
 import orjson
 from pydantic import Field, TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 
-from service.features import NEEDS_A_VALUE, FeatureSpec, typed_dict
+from service.features import NEEDS_A_VALUE, NUMERIC, FeatureSpec, typed_dict
 from service.runtimes.base import NON_FINITE_REASON, Table
 
 MAX_REPORTED_ERRORS = 50
+_PLAIN_NUMBERS = frozenset({int, float})
 
 
 def request_adapter(spec: FeatureSpec, max_batch_size: int) -> TypeAdapter[Any]:
@@ -59,6 +61,8 @@ class InstancesValidator:
         self.max_keys = spec.max_keys
         self.slice = max(1, _ERRORS_PER_SLICE // self.max_keys)
         self.names = frozenset(spec.names)
+        self.numbers = [r for r in spec.rules if r.type in NUMERIC]
+        self.number_names = [r.name for r in self.numbers]
 
     def table_from_json(self, body: bytes) -> Table:
         """The body's instances as the model's table. A large body is parsed once and, when
@@ -87,8 +91,17 @@ class InstancesValidator:
         if not all(type(item) is dict and item.keys() == names for item in instances):
             return None  # ignored columns along, missing or extra keys, not objects
         columns: dict[str, Any] = {}
+        numbers = self.numbers
+        if numbers:  # the number and integer features, checked as one matrix when plain
+            rows = [[item[name] for name in self.number_names] for item in instances]
+            if set(map(type, chain.from_iterable(rows))) <= _PLAIN_NUMBERS:
+                matrix = self.spec.number_matrix(rows, len(rows), numbers)
+                if matrix is not None:
+                    columns = dict(zip(self.number_names, matrix.T.copy(), strict=True))
         for rule in self.spec.rules:
             name = rule.name
+            if name in columns:
+                continue
             column = rule.column([item[name] for item in instances])
             if column is None:
                 return None

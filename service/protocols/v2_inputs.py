@@ -24,7 +24,6 @@ from pydantic import Discriminator, Field, Tag, TypeAdapter, ValidationError
 
 from service.features import (
     INTEGER_DATATYPES,
-    MAX_MAGNITUDE,
     NUMERIC,
     FeatureRule,
     FeatureSpec,
@@ -254,14 +253,8 @@ class TensorInputs:
 
     def _plain_matrix(self, data: Any, n: int, width: int) -> Table | None:
         """Finite, bounded numbers (whole ones in integer columns), checked all at once."""
-        try:
-            values = np.asarray(data, dtype=np.float64).reshape(n, width)
-        except OverflowError:  # an integer beyond float64: the column checks name it
-            return None
-        if not (np.abs(values) <= MAX_MAGNITUDE).all():  # NaN and infinity fail this too
-            return None
-        whole = values[:, self.integer_columns]
-        if whole.size and not (whole == np.floor(whole)).all():
+        values = self.spec.number_matrix(data, n, self.rules)
+        if values is None:
             return None
         # One contiguous float64 array per feature: what the runtimes compute on.
         return Table(dict(zip(self.by_name, values.T.copy(), strict=True)), n)
