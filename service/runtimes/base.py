@@ -68,7 +68,20 @@ def typed_columns(table: Table, kinds: list[tuple[str, bool]]) -> Columns:
     """A table's columns as the arrays both runtimes compute on: float64 with NaN for a gap
     (numbers, integers and booleans as 1.0 / 0.0), or objects with None for a gap (text).
     `kinds` is (name, is_text) per feature, in feature order."""
-    return {name: typed_column(table.columns[name], is_text) for name, is_text in kinds}
+    columns = table.columns
+    # The non-text columns still held as lists become one block in one call, a row per
+    # feature (each row a contiguous array): for a small request, numpy's cost per call is
+    # most of the conversion.
+    lists = [n for n, is_text in kinds if not is_text and not isinstance(columns[n], np.ndarray)]
+    block = (
+        dict(zip(lists, np.array([columns[n] for n in lists], dtype=np.float64), strict=True))
+        if len(lists) > 1
+        else {}
+    )
+    return {
+        name: block[name] if name in block else typed_column(columns[name], is_text)
+        for name, is_text in kinds
+    }
 
 
 def typed_column(values: Any, is_text: bool) -> np.ndarray[Any, Any]:
