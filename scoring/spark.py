@@ -138,7 +138,8 @@ def score_dataframe(
         StructField(name, StringType() if kind == "string" else DoubleType())
         for name, kind in _answer_kinds(scorer)
     ]
-    row_fields = [StructField(ROW, LongType()), StructField(REASON, StringType())]
+    row_type = df.schema[row_id].dataType if row_id else LongType()
+    row_fields = [StructField(ROW, row_type), StructField(REASON, StringType())]
     schema = StructType([*rows.schema.fields, *row_fields, *answers])
     score = _scorer_of_batches(shipped, offsets, scorer.names, row_id)
     scored = rows.mapInArrow(score, schema).persist(StorageLevel.MEMORY_AND_DISK)
@@ -217,7 +218,7 @@ def _scored_batch(
     count = batch.num_rows
     if starts is None:
         assert row_id is not None
-        row = pa.array(batch.column(row_id).to_pylist(), pa.int64())
+        row = batch.column(row_id)
     else:
         ids = batch.column(_ID).to_numpy()
         base = np.array([starts[p] for p in (ids >> _PARTITION_SHIFT).tolist()], dtype=np.int64)

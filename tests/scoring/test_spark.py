@@ -186,6 +186,23 @@ def test_spark_scores_as_the_one_machine_engine(
     }  # fmt: skip
 
 
+def test_rejects_can_carry_an_id_column_of_the_caller_s(
+    spark: Any, penguins_store: Path, big_csv: Path
+) -> None:
+    from scoring.spark import score_dataframe
+
+    rows = spark.read.csv(str(big_csv), header=True).limit(1400).collect()
+    records = [{**row.asDict(), "id": f"p-{number}"} for number, row in enumerate(rows, start=1)]
+    df = spark.createDataFrame(records)
+    scores = score_dataframe(df, penguins_store, "penguins", keep=["id"], row_id="id")
+    rejects = scores.rejects.toArrow()
+    predictions = scores.predictions.toArrow()
+    scores.unpersist()
+    assert rejects.column("row").to_pylist() == ["p-661", "p-1322"]  # the defects' rows
+    assert predictions.column_names[0] == "id"
+    assert predictions.num_rows == 1398
+
+
 def test_the_command_line_engine_writes_part_files(
     spark: Any, penguins_store: Path, big_csv: Path, tmp_path: Path, capsys: Any
 ) -> None:
