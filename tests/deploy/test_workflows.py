@@ -71,14 +71,16 @@ def test_release_pushes_every_image_with_every_tag_and_attestations() -> None:
     assert images == [
         ("sklearn-serve", '""', "Dockerfile", ""),
         ("sklearn-serve", "-sklearn", "Dockerfile", "sklearn"),
+        ("sklearn-serve", "-grpc", "Dockerfile", "grpc"),
         ("sklearn-serve-train", '""', "Dockerfile.train", ""),
     ]
     # The names and suffixes are the Makefile's, so `make push` and a release agree.
     makefile = (ROOT / "Makefile").read_text()
     assert "$(IMAGE):$$tag-sklearn" in makefile
+    assert "$(IMAGE):$$tag-grpc" in makefile
     assert re.search(r"^TRAIN_IMAGE \?= \$\(IMAGE\)-train$", makefile, re.M)
     targets = re.findall(r"^FROM .* AS (\w+)$", (ROOT / "Dockerfile").read_text(), re.M)
-    assert "sklearn" in targets
+    assert {"sklearn", "grpc"} <= set(targets)
 
 
 def test_the_release_smoke_test_sends_a_row_the_default_model_takes(
