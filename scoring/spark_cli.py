@@ -20,13 +20,11 @@ from pyspark.sql import DataFrame, SparkSession
 from modelstore import LoadedModel
 from modelstore.table import PARQUET_SUFFIXES, detect_separator
 from scoring.batch import ScoringError
+from scoring.cli import EXIT_BAD_INPUT, EXIT_WRITE
 from scoring.spark import score_dataframe, session
 
 # pyspark warns about the pandas version on import of its Arrow paths: not ours to act on.
 warnings.filterwarnings("ignore", module="pyspark")
-
-EXIT_BAD_INPUT = 2
-EXIT_WRITE = 4
 
 
 def run_on_spark(args: argparse.Namespace, loaded: LoadedModel, rejects: str) -> int:

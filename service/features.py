@@ -12,6 +12,7 @@ never an unseen category. Inside the service a missing value is `None`.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from itertools import chain
 from typing import Annotated, Any, Literal, NotRequired
 
 import numpy as np
@@ -263,11 +264,13 @@ class FeatureRule:
         return out if out is not None else values
 
 
-# The Python types of JSON values a column of each type takes as they are (None aside).
-_COLUMN_KINDS: dict[str, set[type]] = {
-    "number": {float, int},
-    "integer": {float, int},
-    "boolean": {bool},
+# The Python types of plain JSON numbers (a bool is neither), and of the values a column of
+# each type takes as they are (None aside).
+PLAIN_NUMBERS = frozenset({int, float})
+_COLUMN_KINDS: dict[str, frozenset[type]] = {
+    "number": PLAIN_NUMBERS,
+    "integer": PLAIN_NUMBERS,
+    "boolean": frozenset({bool}),
 }
 
 
@@ -283,7 +286,6 @@ class FeatureSpec:
         self.ignored = frozenset(metadata.ignored_columns)
         self.nullable = frozenset(r.name for r in self.rules if r.nullable)
         self.all_numeric = all(r.type in NUMERIC for r in self.rules)
-        self.integer_columns = [j for j, r in enumerate(self.rules) if r.integer]
         # The most keys an instance may have: each feature and each column training ignored.
         self.max_keys = len(self.rules) + len(self.ignored)
 
@@ -291,7 +293,13 @@ class FeatureSpec:
         """Plain numbers for `rules` (number and integer features), row by row, as one float64
         array of `rows` rows when every value is finite, within the largest magnitude, and whole
         in an integer column; None when any is not, for the rules to judge one by one. `values`
-        holds ints and floats only (the caller checks), nested or flat."""
+        is an array, or lists of JSON values, flat or one per row."""
+        if not isinstance(values, np.ndarray):
+            nested = bool(values) and type(values[0]) is list
+            if not set(map(type, chain.from_iterable(values) if nested else values)) <= (
+                PLAIN_NUMBERS
+            ):
+                return None
         try:
             matrix = np.asarray(values, dtype=np.float64).reshape(rows, len(rules))
         except OverflowError:  # an integer beyond float64: the rules name it

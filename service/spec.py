@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 from contextlib import suppress
-from itertools import chain
 from typing import Annotated, Any
 
 import orjson
@@ -21,7 +20,6 @@ from service.features import NEEDS_A_VALUE, NUMERIC, FeatureSpec, typed_dict
 from service.runtimes.base import NON_FINITE_REASON, Table
 
 MAX_REPORTED_ERRORS = 50
-_PLAIN_NUMBERS = frozenset({int, float})
 
 
 def request_adapter(spec: FeatureSpec, max_batch_size: int) -> TypeAdapter[Any]:
@@ -94,10 +92,9 @@ class InstancesValidator:
         numbers = self.numbers
         if numbers:  # the number and integer features, checked as one matrix when plain
             rows = [[item[name] for name in self.number_names] for item in instances]
-            if set(map(type, chain.from_iterable(rows))) <= _PLAIN_NUMBERS:
-                matrix = self.spec.number_matrix(rows, len(rows), numbers)
-                if matrix is not None:
-                    columns = dict(zip(self.number_names, matrix.T.copy(), strict=True))
+            matrix = self.spec.number_matrix(rows, len(rows), numbers)
+            if matrix is not None:
+                columns = dict(zip(self.number_names, matrix.T.copy(), strict=True))
         for rule in self.spec.rules:
             name = rule.name
             if name in columns:

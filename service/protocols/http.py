@@ -94,15 +94,18 @@ def runtime_of(request: Request) -> Runtime:
 
 def served(request: Request, check_version: bool = True) -> Runtime:
     """The runtime, when the path names the model this server serves; 404 otherwise."""
-    runtime = runtime_of(request)
     params = request.path_params
+    version = params.get("version") if check_version else None
+    return serving(runtime_of(request), params.get("name"), version)
+
+
+def serving(runtime: Runtime, name: str | None, version: str | None) -> Runtime:
+    """The runtime, when `name` (and `version`, if given) is the model it serves: REST's paths
+    and gRPC's messages name models alike."""
     ref = runtime.model_ref
-    if params.get("name") != ref["name"]:
-        raise NotFoundError(
-            f"unknown model '{params.get('name')}': this server serves '{ref['name']}'"
-        )
-    version = params.get("version")
-    if check_version and version is not None and version != str(ref["version"]):
+    if name != ref["name"]:
+        raise NotFoundError(f"unknown model '{name}': this server serves '{ref['name']}'")
+    if version and version != str(ref["version"]):
         raise NotFoundError(
             f"unknown version '{version}' of model '{ref['name']}': "
             f"this server serves version {ref['version']}"

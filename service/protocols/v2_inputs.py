@@ -25,6 +25,7 @@ from pydantic import Discriminator, Field, Tag, TypeAdapter, ValidationError
 from service.features import (
     INTEGER_DATATYPES,
     NUMERIC,
+    PLAIN_NUMBERS,
     FeatureRule,
     FeatureSpec,
     ValueRefusedError,
@@ -48,7 +49,6 @@ from service.protocols.v2_tensors import (
 from service.runtimes.base import Table
 from service.spec import BatchTooLargeError
 
-_PLAIN_NUMBERS = frozenset({int, float})
 _VECTOR_FROM = 64
 _MATRIX = "a [rows, features] tensor"
 # The datatypes a single tensor may have: what every feature of an all-numeric model accepts.
@@ -70,7 +70,6 @@ class TensorInputs:
         self.fit_checked = {
             r.name: FIT_CHECKED - ({"INT64"} if r.integer else set()) for r in self.rules
         }
-        self.integer_columns = spec.integer_columns
         classifier = spec.metadata.task == "classification"
         self.output_names = ["label", "probabilities"] if classifier else ["value"]
         self._fast_adapter = self._make_fast_adapter()
@@ -237,9 +236,7 @@ class TensorInputs:
         accepted = all(tensor.datatype in r.datatypes for r in self.rules)
         # numpy pays off from a few dozen values; below that its per-call cost dominates.
         if accepted and n * width >= _VECTOR_FROM:
-            raw = tensor.data
-            plain = isinstance(raw, np.ndarray) or set(map(type, raw)) <= _PLAIN_NUMBERS
-            fast = self._plain_matrix(raw, n, width) if plain else None
+            fast = self._plain_matrix(tensor.data, n, width)
             if fast is not None:
                 return fast
         raw = tensor.data
@@ -298,7 +295,7 @@ def _plain_rows(data: list[Any], shape: list[int]) -> np.ndarray[Any, Any] | Non
         if type(row) is not list or len(row) != width:
             return None
         kinds.update(map(type, row))
-    if not kinds <= _PLAIN_NUMBERS:
+    if not kinds <= PLAIN_NUMBERS:
         return None
     try:
         return np.array(data, dtype=np.float64)

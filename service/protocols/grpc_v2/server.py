@@ -25,7 +25,6 @@ from starlette.datastructures import Headers
 from service import __version__, tracing
 from service.errors import (
     BadRequestError,
-    NotFoundError,
     NotReadyError,
     PayloadTooLargeError,
     ServiceError,
@@ -35,7 +34,8 @@ from service.payloads import CURRENT_REQUEST
 from service.protocols.grpc_v2 import oip_pb2 as pb
 from service.protocols.grpc_v2 import oip_pb2_grpc
 from service.protocols.grpc_v2.messages import infer_request, infer_response
-from service.protocols.http import run_checked
+from service.protocols.http import run_checked, serving
+from service.protocols.oip_v2 import EXTENSIONS, SERVER_NAME
 from service.protocols.v2_tensors import TensorError
 from service.runtime import Runtime
 from service.server.middleware import request_id
@@ -45,8 +45,6 @@ from service.spec import BatchTooLargeError
 log = logging.getLogger("service.grpc")
 T = TypeVar("T")
 SERVICE = "inference.GRPCInferenceService"
-SERVER_NAME = "sklearn-serve"
-EXTENSIONS = ["binary_tensor_data"]
 # An HTTP status's gRPC code: the same fault answers alike on either protocol.
 _CODES = {
     400: grpc.StatusCode.INVALID_ARGUMENT,
@@ -67,7 +65,7 @@ class InferenceService(oip_pb2_grpc.GRPCInferenceServiceServicer):
     # -- the calls ------------------------------------------------------------------------------
 
     async def ServerLive(self, request: Any, context: Any) -> pb.ServerLiveResponse:  # noqa: N802
-        return await self._call("ServerLive", context, lambda: _live())
+        return await self._call("ServerLive", context, _live)
 
     async def ServerReady(self, request: Any, context: Any) -> pb.ServerReadyResponse:  # noqa: N802
         async def ready() -> pb.ServerReadyResponse:
@@ -189,15 +187,9 @@ class InferenceService(oip_pb2_grpc.GRPCInferenceServiceServicer):
         runtime: Runtime | None = getattr(self.state, "runtime", None)
         if runtime is None:
             raise NotReadyError("model not loaded yet")
-        ref = runtime.model_ref
-        if name != ref["name"]:
-            raise NotFoundError(f"unknown model '{name[:100]}': this server serves '{ref['name']}'")
-        if version and version != str(ref["version"]):
-            raise NotFoundError(
-                f"unknown version '{version[:40]}' of model '{ref['name']}': "
-                f"this server serves version {ref['version']}"
-            )
-        return runtime
+        # Cut as REST's request line cuts a path: no model name or version is this long, and
+        # the refusal quotes what was sent.
+        return serving(runtime, name[:100], version[:40])
 
 
 async def _live() -> pb.ServerLiveResponse:
