@@ -16,6 +16,7 @@ import tempfile
 from types import FrameType
 
 import uvicorn
+from uvicorn.config import STARTUP_FAILURE
 
 from modelstore import ModelStoreError
 from service.app import create_app
@@ -23,6 +24,7 @@ from service.headers import SECURITY_HEADERS
 from service.loading import load_model
 from service.logs import configure_logging
 from service.server.connections import GuardedProtocol
+from service.server.stopping import StoppingServer
 from service.server.workers import Supervisor
 from service.settings import SettingsError, load_settings
 
@@ -70,8 +72,9 @@ def main() -> int:
     # a requested, graceful stop exits 0 rather than dying by the signal.
     signal.signal(signal.SIGTERM, _exit_quietly)
     if settings.workers == 1:
-        uvicorn.run(create_app(settings, loaded), **common)  # type: ignore[arg-type]
-        return 0
+        server = StoppingServer(uvicorn.Config(create_app(settings, loaded), **common))  # type: ignore[arg-type]
+        server.run()
+        return 0 if server.started else STARTUP_FAILURE
     # Several processes: each worker loads the model in its own lifespan, and metrics are shared
     # through files so /metrics reports the whole server. Every worker, including one uvicorn
     # restarts later, must serve the version verified here, not whatever `latest` is by then.

@@ -24,6 +24,7 @@ from starlette.requests import ClientDisconnect
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from service.errors import error_body
+from service.server.stopping import is_stopping
 
 PROBES = frozenset({b"/health/live", b"/health/ready", b"/v2/health/live", b"/v2/health/ready"})
 # How long an idle connection stays open once the server is stopping (see `shutdown`).
@@ -74,6 +75,8 @@ class GuardedProtocol(HttpToolsProtocol):
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
         self._arm(LIMITS.header_timeout, "request headers")
+        if is_stopping(self.server_state):  # made after the server's shutdown went through them
+            self.shutdown()
 
     def data_received(self, data: bytes) -> None:
         if self._refused:

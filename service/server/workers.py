@@ -7,6 +7,7 @@
 - SIGTERM and SIGINT stop new connections at once: the supervisor closes its own copy of the
   listening socket, and each worker closes its copy as it begins to drain. Otherwise the
   supervisor's copy keeps taking connections that no worker will ever answer.
+- Each worker stops as `service.server.stopping` says: no queued connection is reset.
 - Each worker that ends is marked dead for the metrics (its live gauges leave the sums), and
   the metrics folder the server made is removed when it stops.
 """
@@ -23,6 +24,8 @@ from types import FrameType
 from prometheus_client import multiprocess
 from uvicorn.config import STARTUP_FAILURE, Config
 from uvicorn.supervisors.multiprocess import Multiprocess, Process
+
+from service.server.stopping import Worker
 
 log = logging.getLogger("service")
 FIRST_RETRY_SECONDS = 1.0
@@ -87,13 +90,34 @@ class Supervisor(Multiprocess):
             log.warning("a worker died; starting another", extra={"pid": process.pid})
             self._start(slot)
 
+    def init_processes(self) -> None:
+        for _ in range(self.processes_num):
+            process = Worker(self.config, self.sockets)
+            process.start()
+            self.processes.append(process)
+
     def restart_all(self) -> None:
-        """Rolling replacement (SIGHUP): the old workers' metrics are marked dead as they go."""
-        before = list(self.processes)
-        super().restart_all()
-        for process in before:
-            if process not in self.processes:
-                self._forget(process)
+        """Rolling replacement (SIGHUP), as uvicorn's: each new worker serves before the one it
+        replaces is stopped (and marked dead for the metrics)."""
+        timeout = self.config.timeout_worker_healthcheck
+        for slot, old in enumerate(self.processes):
+            if self.should_exit.is_set():
+                return
+            new = Worker(self.config, self.sockets)
+            new.start()
+            if not new.wait_until_ready(timeout, self.should_exit):
+                new.kill()
+                new.join()
+                if not self.should_exit.is_set():
+                    log.error(
+                        "a new worker was not ready in time; keeping the old one",
+                        extra={"pid": old.pid, "timeout_s": timeout},
+                    )
+                return
+            old.terminate()
+            old.join()
+            self._forget(old)
+            self.processes[slot] = new
 
     def _stop_now(self, signum: int, frame: FrameType | None) -> None:
         for sock in self.sockets:
@@ -106,7 +130,7 @@ class Supervisor(Multiprocess):
             self._start(slot)
 
     def _start(self, slot: int) -> None:
-        process = Process(self.config, self.sockets)
+        process = Worker(self.config, self.sockets)
         process.start()
         self.processes[slot] = process
 
