@@ -72,14 +72,40 @@ def build_profile(feature: Feature, values: Sequence[Any]) -> FeatureProfile:
     return profile.model_copy(update={"shares": shares, "missing": missing})
 
 
+class NumberBins:
+    """Counts numbers into the bins of several features at once: a value's bin is how many of
+    its feature's edges lie below it (so a value equal to an edge is in the bin that edge
+    closes); NaN is missing. The drift monitor bins all its number features in a few numpy calls
+    per batch of requests, not a few per feature."""
+
+    def __init__(self, edges: Sequence[Sequence[float]]) -> None:
+        self.edges = [np.asarray(e, dtype=np.float64) for e in edges]
+        self.bins = max((len(e) + 1 for e in edges), default=1)
+
+    def count(
+        self, numbers: np.ndarray[Any, Any]
+    ) -> tuple[np.ndarray[Any, np.dtype[np.int64]], np.ndarray[Any, np.dtype[np.int64]]]:
+        """`numbers` holds a feature per row, in the order of the edges; the bin counts (a
+        feature per row, `bins` wide: a feature with fewer edges leaves the last ones at 0) and
+        each feature's count of missing values."""
+        features = len(self.edges)
+        gaps = np.isnan(numbers)
+        index = np.empty(numbers.shape, dtype=np.int64)
+        for row, edges in enumerate(self.edges):
+            index[row] = np.searchsorted(edges, numbers[row], side="left")
+        index[gaps] = self.bins  # one slot past the last bin, dropped below
+        index += np.arange(features, dtype=np.int64)[:, None] * (self.bins + 1)
+        slots = np.bincount(index.ravel(), minlength=features * (self.bins + 1))
+        counts = slots.reshape(features, self.bins + 1)[:, :-1].astype(np.int64)
+        return counts, gaps.sum(axis=1).astype(np.int64)
+
+
 class Binner:
     """Counts present values into a profile's bins."""
 
     def __init__(self, profile: FeatureProfile) -> None:
         self.bins = len(profile.shares)
-        self._edges = (
-            np.asarray(profile.edges, dtype=np.float64) if profile.edges is not None else None
-        )
+        self.numbers = NumberBins([profile.edges]) if profile.edges is not None else None
         self._index = {c: i for i, c in enumerate(profile.categories or [])}
 
     def count(self, values: Sequence[Any]) -> tuple[np.ndarray[Any, np.dtype[np.int64]], int]:
@@ -88,14 +114,10 @@ class Binner:
         Built for the service's folds of thousands of values: numpy and Counter do the
         per-value work in C.
         """
-        if self._edges is not None:
-            numbers = np.asarray(values, dtype=np.float64)  # None becomes NaN
-            gaps = np.isnan(numbers)
-            missing = int(gaps.sum())
-            if missing:
-                numbers = numbers[~gaps]
-            bins = np.searchsorted(self._edges, numbers, side="left")
-            return np.bincount(bins, minlength=self.bins).astype(np.int64), missing
+        if self.numbers is not None:
+            numbers = np.asarray(values, dtype=np.float64).reshape(1, -1)  # None becomes NaN
+            binned, gaps = self.numbers.count(numbers)
+            return binned[0], int(gaps[0])
         counts = np.zeros(self.bins, dtype=np.int64)
         other, missing = self.bins - 1, 0
         if isinstance(values, np.ndarray) and values.dtype.kind == "f":  # booleans as 1.0 / 0.0

@@ -2,9 +2,11 @@
 
 The request path only appends the validated values to one list per feature (a microsecond or
 two). Once a block's worth of rows (a tenth of the window) is pending, FOLD_SECONDS have
-passed, or /metrics is scraped, they are binned in one pass per feature, which is where numpy
-pays off; the PSI gauges are recomputed on a scrape and at most once a second otherwise. The
-window is the last `window` rows plus at most one block: old rows leave it a block at a time.
+passed, or /metrics is scraped, they are binned: every number feature at once, in a few numpy
+calls (`NumberBins`), then the other features one by one. The PSI gauges and the bin counters
+are brought up to date on a scrape and at most once a second otherwise (a counter's increment
+is a Python call, and there is one per bin). The window is the last `window` rows plus at most
+one block: old rows leave it a block at a time.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import numpy as np
 
 from modelstore import Metadata
 from modelstore.metadata import FeatureProfile
-from modelstore.profile import Binner, psi
+from modelstore.profile import Binner, NumberBins, psi
 from service.metrics import Metrics, multiprocess_dir
 from service.runtimes.base import Table, typed_column
 
@@ -81,6 +83,14 @@ class DriftMonitor:
         self._shape = (len(self._features), width)
         self._current = np.zeros(self._shape, dtype=np.int64)
         self._current_rows = 0
+        # Number features are binned together; the others (text, booleans) one by one.
+        profiles = list(metadata.profile)
+        self._numbered = [i for i, p in enumerate(profiles) if p.edges is not None]
+        self._numbers = NumberBins([p.edges for p in profiles if p.edges is not None])
+        self._others = [i for i in range(len(self._features)) if i not in self._numbered]
+        # Counted since the counters were last increased (see `_publish`).
+        self._unpublished = np.zeros(self._shape, dtype=np.int64)
+        self._unpublished_missing = np.zeros(len(self._features), dtype=np.int64)
         # Pending columns, a list of each request's column (typed arrays) per feature: arrays
         # hold no Python objects for numbers, so holding them costs the garbage collector
         # nothing.
@@ -113,17 +123,29 @@ class DriftMonitor:
             self._count(pending, rows)
         if gauges or now - self._last_gauges > FOLD_SECONDS:
             self._last_gauges = now
+            self._publish()
             self._update_gauges()
 
     def _count(self, pending: list[tuple[str, list[Any]]], rows: int) -> None:
-        for index, (feature, (_, chunks)) in enumerate(zip(self._features, pending, strict=True)):
-            counts, missing = feature.binner.count(_joined(chunks, feature.is_text))
-            if missing:
-                feature.missing.inc(missing)
-            self._current[index, : len(counts)] += counts
-            for child, count in zip(feature.bins, counts.tolist(), strict=True):
-                if count:
-                    child.inc(count)
+        counts = np.zeros(self._shape, dtype=np.int64)
+        missing = np.zeros(len(self._features), dtype=np.int64)
+        if self._numbered:
+            numbers = np.empty((len(self._numbered), rows), dtype=np.float64)
+            for slot, index in enumerate(self._numbered):
+                numbers[slot] = np.asarray(_joined(pending[index][1], False), dtype=np.float64)
+            binned, gaps = self._numbers.count(numbers)
+            counts[self._numbered, : binned.shape[1]] = binned
+            missing[self._numbered] = gaps
+        for index in self._others:
+            feature = self._features[index]
+            binned_one, gap_count = feature.binner.count(
+                _joined(pending[index][1], feature.is_text)
+            )
+            counts[index, : len(binned_one)] = binned_one
+            missing[index] = gap_count
+        self._current += counts
+        self._unpublished += counts
+        self._unpublished_missing += missing
         self._current_rows += rows
         if self._current_rows >= self._block_rows:
             self._blocks.append((self._current_rows, self._current))
@@ -132,6 +154,20 @@ class DriftMonitor:
             self._current_rows = 0
             while self._block_total - self._blocks[0][0] >= self._window:
                 self._block_total -= self._blocks.popleft()[0]
+
+    def _publish(self) -> None:
+        """The bin and missing counters, increased by what was counted since the last time."""
+        counts, missing = self._unpublished, self._unpublished_missing
+        self._unpublished = np.zeros(self._shape, dtype=np.int64)
+        self._unpublished_missing = np.zeros(len(self._features), dtype=np.int64)
+        for feature, row, gaps in zip(
+            self._features, counts.tolist(), missing.tolist(), strict=True
+        ):
+            if gaps:
+                feature.missing.inc(gaps)
+            for child, count in zip(feature.bins, row, strict=False):
+                if count:
+                    child.inc(count)
 
     def _update_gauges(self) -> None:
         window_rows = self._current_rows + self._block_total

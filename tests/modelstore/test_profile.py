@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from modelstore import Feature
 from modelstore.metadata import FeatureProfile
-from modelstore.profile import MAX_BINS, Binner, build_profile, psi
+from modelstore.profile import MAX_BINS, Binner, NumberBins, build_profile, psi
 
 
 def test_numbers_get_decile_bins_that_hold_a_tenth_each() -> None:
@@ -28,6 +28,25 @@ def test_bins_are_closed_on_the_right_and_open_ended() -> None:
     counts, missing = Binner(profile).count([-1e9, 1.0, 1.5, 2.0, 2.0001, 1e9, None, math.nan])
     assert counts.tolist() == [2, 2, 2]
     assert missing == 2
+
+
+def test_many_features_binned_at_once_count_as_one_at_a_time() -> None:
+    """The drift monitor bins every number feature in one NumberBins call: features with
+    different numbers of edges, values on the edges, gaps."""
+    rng = np.random.default_rng(7)
+    edges = [[0.0], [-1.0, 0.0, 1.0], [-1.5, -0.7, -0.3, -0.1, 0.0, 0.2, 0.4, 0.9, 1.6], [5.0, 6.0]]
+    numbers = rng.normal(size=(len(edges), 500)).round(1)
+    numbers[rng.random(numbers.shape) < 0.05] = math.nan
+    counts, missing = NumberBins(edges).count(numbers)
+    assert counts.shape == (4, 10)
+    for row, feature_edges in enumerate(edges):
+        shares = [0.0] * (len(feature_edges) + 1)
+        profile = FeatureProfile(name="x", missing=0, edges=feature_edges, shares=shares)
+        alone, gaps = Binner(profile).count(numbers[row].tolist())
+        expected = [np.searchsorted(feature_edges, v) for v in numbers[row] if not math.isnan(v)]
+        assert alone.tolist() == np.bincount(expected, minlength=len(shares)).tolist()
+        assert counts[row].tolist() == [*alone.tolist(), *[0] * (10 - len(shares))]
+        assert missing[row] == gaps == int(np.isnan(numbers[row]).sum())
 
 
 def test_repeated_integers_collapse_their_edges() -> None:
