@@ -15,6 +15,7 @@ import math
 import time
 from collections import deque
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any, Final
 
 import numpy as np
@@ -132,7 +133,7 @@ class DriftMonitor:
         if self._numbered:
             numbers = np.empty((len(self._numbered), rows), dtype=np.float64)
             for slot, index in enumerate(self._numbered):
-                numbers[slot] = np.asarray(_joined(pending[index][1], False), dtype=np.float64)
+                _numbers_into(numbers[slot], pending[index][1])
             binned, gaps = self._numbers.count(numbers)
             counts[self._numbered, : binned.shape[1]] = binned
             missing[self._numbered] = gaps
@@ -179,9 +180,18 @@ class DriftMonitor:
             feature.psi.set(psi(feature.reference, counts) if enough else self._no_value)
 
 
+def _numbers_into(row: np.ndarray[Any, Any], chunks: list[Any]) -> None:
+    """A number feature's pending columns written into its row of the fold's matrix, without
+    an intermediate copy when every request brought an array (as large ones do)."""
+    if set(map(type, chunks)) <= {np.ndarray}:
+        np.concatenate(chunks, out=row)
+    else:
+        row[:] = _joined(chunks, False)  # numpy reads None as NaN
+
+
 def _joined(chunks: list[Any], is_text: bool) -> Any:
     """A feature's pending columns as one: a list when every request's column is a list (small
     requests), else one typed array."""
-    if not any(isinstance(chunk, np.ndarray) for chunk in chunks):
-        return [value for chunk in chunks for value in chunk]
+    if set(map(type, chunks)) <= {list}:  # C loops: a fold of 1-row requests has thousands
+        return list(chain.from_iterable(chunks))
     return np.concatenate([typed_column(chunk, is_text) for chunk in chunks])
