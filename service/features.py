@@ -293,9 +293,9 @@ class FeatureSpec:
         """Plain numbers for `rules` (number and integer features), row by row, as one float64
         array of `rows` rows when every value is finite, within the largest magnitude, and whole
         in an integer column; None when any is not, for the rules to judge one by one. `values`
-        is an array, or lists of JSON values, flat or one per row."""
+        is an array, or lists of JSON values, flat or one list (or tuple) per row."""
         if not isinstance(values, np.ndarray):
-            nested = bool(values) and type(values[0]) is list
+            nested = bool(values) and type(values[0]) in (list, tuple)
             if not set(map(type, chain.from_iterable(values) if nested else values)) <= (
                 PLAIN_NUMBERS
             ):

@@ -59,6 +59,9 @@ DOUBTFUL: list[tuple[str, Any]] = [
     ("colour", ""),  # the empty string is a gap: accepted here
     ("colour", 3),
     ("colour", ["red"]),
+    ("size", [4.5]),  # a list where a number goes: never taken for a row of numbers
+    ("age", [40, 41]),
+    ("size", {"value": 4.5}),
 ]
 
 
