@@ -17,9 +17,11 @@ The values obey the same rules as `/predict` (types, known categories, finite nu
 from __future__ import annotations
 
 import math
+from itertools import chain
 from typing import Annotated, Any, Literal, NotRequired, Union
 
 import numpy as np
+import orjson
 from pydantic import Discriminator, Field, Tag, TypeAdapter, ValidationError
 
 from service.features import (
@@ -47,7 +49,7 @@ from service.protocols.v2_tensors import (
     requested_outputs,
 )
 from service.runtimes.base import Table
-from service.spec import BatchTooLargeError
+from service.spec import ONE_PASS_BYTES, BatchTooLargeError
 
 _VECTOR_FROM = 64
 _MATRIX = "a [rows, features] tensor"
@@ -93,8 +95,12 @@ class TensorInputs:
         return request, self.table(request.inputs)
 
     def _fast(self, body: bytes) -> tuple[InferRequest, Table] | None:
+        payload = _parsed(body)
         try:
-            request = self._fast_adapter.validate_json(body)
+            if payload is _UNPARSED:
+                request = self._fast_adapter.validate_json(body)
+            else:
+                request = self._fast_adapter.validate_python(payload)
         except ValidationError:
             return None
         inputs = request["inputs"]
@@ -284,18 +290,31 @@ class TensorInputs:
                 )
 
 
+# A body orjson does not parse (NaN tokens, integers beyond 64 bits, not JSON), or too small
+# for parsing first to pay: pydantic reads the text itself.
+_UNPARSED = object()
+
+
+def _parsed(body: bytes) -> Any:
+    """A large body parsed by orjson, which reads numbers two to three times as fast as
+    pydantic's JSON reader; the validator then checks the parsed values as it would the text."""
+    if len(body) <= ONE_PASS_BYTES:
+        return _UNPARSED
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return _UNPARSED
+
+
 def _plain_rows(data: list[Any], shape: list[int]) -> np.ndarray[Any, Any] | None:
     """A [rows][features] list of lists of plain JSON numbers as one float64 array, built by
     numpy at C speed; None when anything else is there (the general path names it)."""
     if len(shape) != 2 or len(data) != shape[0]:
         return None
-    width = shape[1]
-    kinds: set[type] = set()
-    for row in data:
-        if type(row) is not list or len(row) != width:
-            return None
-        kinds.update(map(type, row))
-    if not kinds <= PLAIN_NUMBERS:
+    # C loops: every row a list of `width` values, every value a plain number.
+    if set(map(type, data)) != {list} or set(map(len, data)) != {shape[1]}:
+        return None
+    if not set(map(type, chain.from_iterable(data))) <= PLAIN_NUMBERS:
         return None
     try:
         return np.array(data, dtype=np.float64)

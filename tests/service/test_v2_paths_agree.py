@@ -17,7 +17,7 @@ from modelstore import Metadata, ModelStore
 from service.features import FeatureSpec
 from service.protocols.v2_model import TensorModel
 from service.protocols.v2_tensors import TensorError, decode_request
-from service.spec import BatchTooLargeError, InstancesError, InstancesValidator
+from service.spec import ONE_PASS_BYTES, BatchTooLargeError, InstancesError, InstancesValidator
 
 DATATYPES = {
     "number": ["FP64", "FP32", "INT64", "INT8", "UINT8"],
@@ -101,6 +101,22 @@ def test_fast_and_general_paths_give_identical_rows_or_refusals(
 ) -> None:
     request = data.draw(request_for(model.metadata))
     body = json.dumps(request).encode()
+    assert same(fast(model, body), general(model, body)), request
+
+
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_large_bodies_parsed_first_give_identical_rows_or_refusals(
+    model: TensorModel, data: st.DataObject
+) -> None:
+    """Past ONE_PASS_BYTES the fast path parses with orjson, then validates the parsed values:
+    padded with a parameter nobody reads, the same requests give the same rows."""
+    request = data.draw(request_for(model.metadata))
+    request["parameters"] = {"padding": "x" * ONE_PASS_BYTES}
+    body = json.dumps(request).encode()
+    assert len(body) > ONE_PASS_BYTES
     assert same(fast(model, body), general(model, body)), request
 
 
