@@ -18,6 +18,7 @@ import logging
 import os
 import socket
 import weakref
+from typing import Any
 
 from uvicorn.server import Server, ServerState
 from uvicorn.supervisors.multiprocess import Process
@@ -41,30 +42,31 @@ class StoppingServer(Server):
         await super().shutdown(sockets)
 
     def _take_queued(self) -> None:
-        loop = asyncio.get_running_loop()
         self._taking = set()
-        taken = 0
-        for server in self.servers:
-            for listener in server.sockets:
-                # A second descriptor of the same socket: closing it leaves the listener open.
-                with socket.socket(fileno=os.dup(listener.fileno())) as queue:
-                    queue.setblocking(False)
-                    while True:
-                        try:
-                            connection, _ = queue.accept()
-                        except ConnectionAbortedError:
-                            continue  # the client gave up while queued
-                        except OSError:
-                            break  # the queue is empty (or no descriptor is left to take one)
-                        connection.setblocking(False)
-                        task = loop.create_task(
-                            loop.connect_accepted_socket(self._protocol, connection)
-                        )
-                        self._taking.add(task)
-                        task.add_done_callback(self._taken)
-                        taken += 1
+        taken = sum(self._take_from(listener) for s in self.servers for listener in s.sockets)
         if taken:
             log.info("took connections queued at shutdown", extra={"connections": taken})
+
+    def _take_from(self, listener: Any) -> int:
+        loop = asyncio.get_running_loop()
+        taken = 0
+        # A second descriptor of the same socket: closing it leaves the listener open.
+        with socket.socket(fileno=os.dup(listener.fileno())) as queue:
+            queue.setblocking(False)
+            while True:
+                try:
+                    connection, _ = queue.accept()
+                except ConnectionAbortedError:
+                    continue  # the client gave up while queued
+                except OSError:
+                    return taken  # the queue is empty (or no descriptor is left to take one)
+                connection.setblocking(False)
+                task = loop.create_task(
+                    loop.connect_accepted_socket(self._protocol, connection, ssl=self.config.ssl)
+                )
+                self._taking.add(task)
+                task.add_done_callback(self._taken)
+                taken += 1
 
     def _taken(self, task: asyncio.Task[object]) -> None:
         self._taking.discard(task)
