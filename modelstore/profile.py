@@ -105,7 +105,7 @@ class Binner:
 
     def __init__(self, profile: FeatureProfile) -> None:
         self.bins = len(profile.shares)
-        self.numbers = NumberBins([profile.edges]) if profile.edges is not None else None
+        self._numbers = NumberBins([profile.edges]) if profile.edges is not None else None
         self._index = {c: i for i, c in enumerate(profile.categories or [])}
 
     def count(self, values: Sequence[Any]) -> tuple[np.ndarray[Any, np.dtype[np.int64]], int]:
@@ -114,9 +114,9 @@ class Binner:
         Built for the service's folds of thousands of values: numpy and Counter do the
         per-value work in C.
         """
-        if self.numbers is not None:
+        if self._numbers is not None:
             numbers = np.asarray(values, dtype=np.float64).reshape(1, -1)  # None becomes NaN
-            binned, gaps = self.numbers.count(numbers)
+            binned, gaps = self._numbers.count(numbers)
             return binned[0], int(gaps[0])
         counts = np.zeros(self.bins, dtype=np.int64)
         other, missing = self.bins - 1, 0

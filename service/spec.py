@@ -9,10 +9,9 @@ second validation of the response.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from contextlib import suppress
 from itertools import repeat
-from operator import eq, itemgetter
+from operator import eq
 from typing import Annotated, Any
 
 import orjson
@@ -20,7 +19,7 @@ from pydantic import Field, TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 
 from service.features import NEEDS_A_VALUE, NUMERIC, FeatureSpec, typed_dict
-from service.runtimes.base import NON_FINITE_REASON, Table
+from service.runtimes.base import NON_FINITE_REASON, Table, row_values
 
 MAX_REPORTED_ERRORS = 50
 
@@ -64,16 +63,7 @@ class InstancesValidator:
         self.names = frozenset(spec.names)
         self.numbers = [r for r in spec.rules if r.type in NUMERIC]
         self.number_names = [r.name for r in self.numbers]
-        # An instance's number values as a tuple, in C for two or more (itemgetter gives one
-        # name's value itself: a list there would pass for a row).
-        names = self.number_names
-        self.number_values: Callable[[dict[str, Any]], tuple[Any, ...]] | None = (
-            None
-            if not names
-            else itemgetter(*names)
-            if len(names) > 1
-            else lambda item: (item[names[0]],)
-        )
+        self.number_values = row_values(self.number_names) if self.numbers else None
 
     def table_from_json(self, body: bytes) -> Table:
         """The body's instances as the model's table. A large body is parsed once and, when

@@ -11,6 +11,7 @@ from __future__ import annotations
 import statistics
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from operator import itemgetter
 from typing import Any
 
@@ -38,10 +39,10 @@ class Table:
 
     @classmethod
     def from_instances(cls, instances: list[dict[str, Any]], names: list[str]) -> Table:
-        if len(names) < 2 or not instances:  # itemgetter gives one name's value, not a tuple
-            return cls({name: [i[name] for i in instances] for name in names}, len(instances))
+        if not instances or not names:
+            return cls({name: [] for name in names}, len(instances))
         # Each instance's values in feature order, then turned into columns: C loops.
-        columns = zip(*map(itemgetter(*names), instances), strict=True)
+        columns = zip(*map(row_values(names), instances), strict=True)
         return cls(dict(zip(names, map(list, columns), strict=True)), len(instances))
 
     def typed(self, kinds: list[tuple[str, bool]]) -> Table:
@@ -67,6 +68,15 @@ class Table:
 
 
 Columns = dict[str, np.ndarray[Any, Any]]
+
+
+def row_values(names: list[str]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
+    """An instance's values for `names` (at least one) as a tuple: in C for two or more;
+    itemgetter gives a single name's value itself, and a list value would pass for a row."""
+    if len(names) == 1:
+        (name,) = names
+        return lambda item: (item[name],)
+    return itemgetter(*names)
 
 
 def typed_columns(table: Table, kinds: list[tuple[str, bool]]) -> Columns:
