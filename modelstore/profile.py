@@ -81,6 +81,14 @@ class NumberBins:
     def __init__(self, edges: Sequence[Sequence[float]]) -> None:
         self.edges = [np.asarray(e, dtype=np.float64) for e in edges]
         self.bins = max((len(e) + 1 for e in edges), default=1)
+        # Edge k of every feature as a column, +inf past a feature's last edge: how many of a
+        # feature's values lie at or below each of its edges is then a comparison per edge, the
+        # same for every feature. (A binary search per value branches unpredictably, and is
+        # two to three times slower on a few edges.)
+        padded = np.full((len(self.edges), self.bins - 1), np.inf)
+        for row, feature_edges in enumerate(self.edges):
+            padded[row, : len(feature_edges)] = feature_edges
+        self._edge_columns = [np.ascontiguousarray(padded[:, [k]]) for k in range(self.bins - 1)]
 
     def count(
         self, numbers: np.ndarray[Any, Any]
@@ -89,15 +97,18 @@ class NumberBins:
         feature per row, `bins` wide: a feature with fewer edges leaves the last ones at 0) and
         each feature's count of missing values."""
         features = len(self.edges)
-        gaps = np.isnan(numbers)
-        index = np.empty(numbers.shape, dtype=np.int64)
-        for row, edges in enumerate(self.edges):
-            index[row] = np.searchsorted(edges, numbers[row], side="left")
-        index[gaps] = self.bins  # one slot past the last bin, dropped below
-        index += np.arange(features, dtype=np.int64)[:, None] * (self.bins + 1)
-        slots = np.bincount(index.ravel(), minlength=features * (self.bins + 1))
-        counts = slots.reshape(features, self.bins + 1)[:, :-1].astype(np.int64)
-        return counts, gaps.sum(axis=1).astype(np.int64)
+        hits = np.empty(numbers.shape, dtype=bool)
+        flags = hits.view(np.uint8)  # summed as bytes into 32 bits: faster than as booleans
+        np.isnan(numbers, out=hits)
+        gaps = flags.sum(axis=1, dtype=np.int64)
+        # at_or_below[:, k + 1]: values at or below edge k (NaN is below nothing); the last
+        # column, every present value; each bin is the difference of two neighbours.
+        at_or_below = np.zeros((features, self.bins + 1), dtype=np.int64)
+        for k, column in enumerate(self._edge_columns):
+            np.less_equal(numbers, column, out=hits)
+            at_or_below[:, k + 1] = flags.sum(axis=1, dtype=np.uint32)
+        at_or_below[:, -1] = numbers.shape[1] - gaps
+        return np.diff(at_or_below, axis=1), gaps
 
 
 class Binner:
@@ -108,7 +119,9 @@ class Binner:
         self._numbers = NumberBins([profile.edges]) if profile.edges is not None else None
         self._index = {c: i for i, c in enumerate(profile.categories or [])}
 
-    def count(self, values: Sequence[Any]) -> tuple[np.ndarray[Any, np.dtype[np.int64]], int]:
+    def count(
+        self, values: Sequence[Any] | np.ndarray[Any, Any]
+    ) -> tuple[np.ndarray[Any, np.dtype[np.int64]], int]:
         """Bin counts of the values, and how many were missing (None or NaN).
 
         Built for the service's folds of thousands of values: numpy and Counter do the

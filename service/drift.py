@@ -1,7 +1,7 @@
 """Drift: live inputs counted into the training profile's bins, and the PSI of a recent window.
 
-The request path only appends the validated values to one list per feature (a microsecond or
-two). Once a block's worth of rows (a tenth of the window) is pending, FOLD_SECONDS have
+The request path only appends the request's typed block of numbers (and its text columns) to a
+list. Once a block's worth of rows (a tenth of the window) is pending, FOLD_SECONDS have
 passed, or /metrics is scraped, they are binned: every number feature at once, in a few numpy
 calls (`NumberBins`), then the other features one by one. The PSI gauges and the bin counters
 are brought up to date on a scrape and at most once a second otherwise (a counter's increment
@@ -15,7 +15,6 @@ import math
 import time
 from collections import deque
 from dataclasses import dataclass
-from itertools import chain
 from typing import Any, Final
 
 import numpy as np
@@ -24,7 +23,7 @@ from modelstore import Metadata
 from modelstore.metadata import FeatureProfile
 from modelstore.profile import Binner, NumberBins, psi
 from service.metrics import Metrics, multiprocess_dir
-from service.runtimes.base import Table, typed_column
+from service.runtimes.base import Table
 
 BLOCKS: Final = 10
 FOLD_SECONDS: Final = 1.0
@@ -84,27 +83,43 @@ class DriftMonitor:
         self._shape = (len(self._features), width)
         self._current = np.zeros(self._shape, dtype=np.int64)
         self._current_rows = 0
-        # Number features are binned together; the others (text, booleans) one by one.
+        # Requests arrive typed (see `Table.typed`): every non-text feature is a row of the
+        # table's numbers block, in feature order. Number features are binned together, from
+        # their rows of the pending blocks; booleans from theirs and text from its columns, one
+        # feature at a time.
+        self._kinds = [(f.name, f.type == "string") for f in metadata.features]
+        block_row = {name: row for row, name in enumerate(n for n, t in self._kinds if not t)}
         profiles = list(metadata.profile)
         self._numbered = [i for i, p in enumerate(profiles) if p.edges is not None]
+        numbered_rows = [block_row[profiles[i].name] for i in self._numbered]
+        # Their rows of the block: all of it, without a copy, when there are no booleans.
+        whole = numbered_rows == list(range(len(block_row)))
+        self._numbered_rows: slice | list[int] = slice(None) if whole else numbered_rows
         self._numbers = NumberBins([p.edges for p in profiles if p.edges is not None])
-        self._others = [i for i in range(len(self._features)) if i not in self._numbered]
+        others = [i for i in range(len(self._features)) if i not in self._numbered]
+        self._flags = [(i, block_row[profiles[i].name]) for i in others if not self._is_text(i)]
+        self._texts = [i for i in others if self._is_text(i)]
         # Counted since the counters were last increased (see `_publish`).
         self._unpublished = np.zeros(self._shape, dtype=np.int64)
         self._unpublished_missing = np.zeros(len(self._features), dtype=np.int64)
-        # Pending columns, a list of each request's column (typed arrays) per feature: arrays
-        # hold no Python objects for numbers, so holding them costs the garbage collector
-        # nothing.
-        self._pending: list[tuple[str, list[Any]]] = [(f.name, []) for f in self._features]
+        # Pending: each request's numbers block, and its column of each text feature (typed
+        # arrays: numbers in them are no Python objects, so holding them costs the garbage
+        # collector nothing).
+        self._pending_blocks: list[np.ndarray[Any, Any]] = []
+        self._pending_texts: list[list[Any]] = [[] for _ in self._texts]
         self._pending_rows = 0
         self._last_fold = self._last_gauges = time.monotonic()
 
+    def _is_text(self, index: int) -> bool:
+        return self._features[index].is_text
+
     def observe(self, table: Table) -> None:
-        """The request path: remember the request's columns; bin them later, many requests at
-        once."""
-        columns = table.columns
-        for name, chunks in self._pending:
-            chunks.append(columns[name])
+        """The request path: remember the request's block and text columns; bin them later,
+        many requests at once."""
+        table = table.typed(self._kinds)
+        self._pending_blocks.append(table.numbers)  # type: ignore[arg-type]
+        for index, chunks in zip(self._texts, self._pending_texts, strict=True):
+            chunks.append(table.columns[self._features[index].name])
         self._pending_rows += table.rows
         if (
             self._pending_rows >= self._block_rows
@@ -116,32 +131,31 @@ class DriftMonitor:
         """Bin what is pending. The PSI gauges are recomputed when asked (a scrape) and at
         most every FOLD_SECONDS otherwise: each worker's gauges must stay fresh for a scrape
         that another worker answers."""
-        pending, rows = self._pending, self._pending_rows
-        self._pending = [(name, []) for name, _ in pending]
+        blocks, texts, rows = self._pending_blocks, self._pending_texts, self._pending_rows
+        self._pending_blocks, self._pending_texts = [], [[] for _ in self._texts]
         self._pending_rows = 0
         now = self._last_fold = time.monotonic()
         if rows:
-            self._count(pending, rows)
+            self._count(blocks, texts, rows)
         if gauges or now - self._last_gauges > FOLD_SECONDS:
             self._last_gauges = now
             self._publish()
             self._update_gauges()
 
-    def _count(self, pending: list[tuple[str, list[Any]]], rows: int) -> None:
+    def _count(self, blocks: list[np.ndarray[Any, Any]], texts: list[list[Any]], rows: int) -> None:
         counts = np.zeros(self._shape, dtype=np.int64)
         missing = np.zeros(len(self._features), dtype=np.int64)
+        block = blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=1)
         if self._numbered:
-            numbers = np.empty((len(self._numbered), rows), dtype=np.float64)
-            for slot, index in enumerate(self._numbered):
-                _numbers_into(numbers[slot], pending[index][1])
-            binned, gaps = self._numbers.count(numbers)
+            binned, gaps = self._numbers.count(block[self._numbered_rows])
             counts[self._numbered, : binned.shape[1]] = binned
             missing[self._numbered] = gaps
-        for index in self._others:
-            feature = self._features[index]
-            binned_one, gap_count = feature.binner.count(
-                _joined(pending[index][1], feature.is_text)
-            )
+        for index, row in self._flags:
+            binned_one, gap_count = self._features[index].binner.count(block[row])
+            counts[index, : len(binned_one)] = binned_one
+            missing[index] = gap_count
+        for index, chunks in zip(self._texts, texts, strict=True):
+            binned_one, gap_count = self._features[index].binner.count(np.concatenate(chunks))
             counts[index, : len(binned_one)] = binned_one
             missing[index] = gap_count
         self._current += counts
@@ -178,20 +192,3 @@ class DriftMonitor:
             counts = live[index, : feature.binner.bins]
             enough = counts.sum() >= MIN_ROWS
             feature.psi.set(psi(feature.reference, counts) if enough else self._no_value)
-
-
-def _numbers_into(row: np.ndarray[Any, Any], chunks: list[Any]) -> None:
-    """A number feature's pending columns written into its row of the fold's matrix, without
-    an intermediate copy when every request brought an array (as large ones do)."""
-    if set(map(type, chunks)) <= {np.ndarray}:
-        np.concatenate(chunks, out=row)
-    else:
-        row[:] = _joined(chunks, False)  # numpy reads None as NaN
-
-
-def _joined(chunks: list[Any], is_text: bool) -> Any:
-    """A feature's pending columns as one: a list when every request's column is a list (small
-    requests), else one typed array."""
-    if set(map(type, chunks)) <= {list}:  # C loops: a fold of 1-row requests has thousands
-        return list(chain.from_iterable(chunks))
-    return np.concatenate([typed_column(chunk, is_text) for chunk in chunks])

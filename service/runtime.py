@@ -25,11 +25,6 @@ from service.runtimes.base import Predictor, Table, check_finite
 from service.settings import Settings
 from service.spec import InstancesValidator
 
-# A request of this many rows is typed (one array per feature) before it is queued: the
-# dispatcher, the model and drift monitoring then handle arrays. Smaller ones stay lists, which
-# join cheaply when many share a call, and are typed once, for the call.
-TYPED_FROM_ROWS = 8
-
 
 @dataclass(frozen=True)
 class Runtime:
@@ -110,8 +105,9 @@ class Runtime:
 
         Raises NonFinitePredictionError (rows of this table) when inputs overflow the model.
         """
-        if table.rows >= TYPED_FROM_ROWS:
-            table = table.typed(self.predictor.kinds)
+        # Typed before it is queued: requests that share a call join in one concatenation, and
+        # the model and drift monitoring read the numbers block.
+        table = table.typed(self.predictor.kinds)
         if tracing.enabled():
             ref = self.model_ref
             tracing.annotate(

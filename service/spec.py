@@ -63,6 +63,7 @@ class InstancesValidator:
         self.names = frozenset(spec.names)
         self.numbers = [r for r in spec.rules if r.type in NUMERIC]
         self.number_names = [r.name for r in self.numbers]
+        self.booleans = any(r.type == "boolean" for r in spec.rules)
         self.number_values = row_values(self.number_names) if self.numbers else None
 
     def table_from_json(self, body: bytes) -> Table:
@@ -95,21 +96,24 @@ class InstancesValidator:
             map(eq, map(dict.keys, instances), repeat(names))
         ):
             return None
-        columns: dict[str, Any] = {}
-        numbers = self.numbers
+        matrix = None
         if self.number_values is not None:  # number and integer features: one matrix if plain
             rows = list(map(self.number_values, instances))
-            matrix = self.spec.number_matrix(rows, len(rows), numbers)
-            if matrix is not None:
-                columns = dict(zip(self.number_names, matrix.T.copy(), strict=True))
+            matrix = self.spec.number_matrix(rows, len(rows), self.numbers)
+        columns: dict[str, Any] = {}
         for rule in self.spec.rules:
             name = rule.name
-            if name in columns:
+            if matrix is not None and rule.type in NUMERIC:
                 continue
             column = rule.column([item[name] for item in instances])
             if column is None:
                 return None
             columns[name] = column
+        if matrix is not None and not self.booleans:
+            # The non-text features are the matrix's: it is the table's numbers block.
+            return Table.of_numbers(matrix.T, self.spec.names, columns)
+        if matrix is not None:
+            columns.update(zip(self.number_names, matrix.T, strict=True))
         return Table(columns, len(instances))
 
     def validate_json(self, body: bytes) -> list[dict[str, Any]]:

@@ -259,8 +259,8 @@ class TensorInputs:
         values = self.spec.number_matrix(data, n, self.rules)
         if values is None:
             return None
-        # One contiguous float64 array per feature: what the runtimes compute on.
-        return Table(dict(zip(self.by_name, values.T.copy(), strict=True)), n)
+        # Every feature is a number here: the block is the whole table.
+        return Table.of_numbers(values.T, self.spec.names)
 
     def _check_rows(self, n: int) -> int:
         if n == 0:

@@ -24,15 +24,20 @@ class Table:
     """Rows as one column per feature: what every protocol decodes into and every runtime reads.
 
     A protocol hands over lists of plain values (None for a gap) or, where it has them, typed
-    arrays; `typed` turns every column into the arrays both runtimes compute on (see
-    `typed_columns`), which concatenate cheaply when requests share a call.
+    arrays; `typed` turns every column into the arrays both runtimes compute on. A typed table
+    also holds its non-text columns as one float64 block, a feature per row (`numbers`; each of
+    those columns is a row of it), so requests that share a call join in one concatenation, the
+    graph is fed without a call per feature and drift bins the block as it is.
     """
 
-    __slots__ = ("columns", "rows")
+    __slots__ = ("columns", "numbers", "rows")
 
-    def __init__(self, columns: dict[str, Any], rows: int) -> None:
+    def __init__(
+        self, columns: dict[str, Any], rows: int, numbers: np.ndarray[Any, Any] | None = None
+    ) -> None:
         self.columns = columns
         self.rows = rows
+        self.numbers = numbers
 
     def __len__(self) -> int:
         return self.rows
@@ -45,26 +50,44 @@ class Table:
         columns = zip(*map(row_values(names), instances), strict=True)
         return cls(dict(zip(names, map(list, columns), strict=True)), len(instances))
 
+    @classmethod
+    def of_numbers(
+        cls, block: np.ndarray[Any, Any], names: list[str], text: dict[str, Any] | None = None
+    ) -> Table:
+        """A typed table from the non-text features' block (a feature per row, in feature order,
+        float64) and, when the model has any, its typed text columns. `names` lists every
+        feature in order."""
+        block = np.ascontiguousarray(block, dtype=np.float64)
+        rows = iter(block)
+        text = text or {}
+        columns = {name: text[name] if name in text else next(rows) for name in names}
+        return cls(columns, block.shape[1], block)
+
     def typed(self, kinds: list[tuple[str, bool]]) -> Table:
-        return Table(typed_columns(self, kinds), self.rows)
+        """The table with every column typed (see `typed_column`) and the numbers block."""
+        if self.numbers is not None:
+            return self
+        columns = self.columns
+        numeric = [columns[name] for name, is_text in kinds if not is_text]
+        # One numpy call for every non-text column, lists and arrays alike: for a small request,
+        # numpy's cost per call is most of the conversion.
+        block = np.array(numeric, dtype=np.float64) if numeric else np.empty((0, self.rows))
+        text = {name: typed_column(columns[name], True) for name, is_text in kinds if is_text}
+        return Table.of_numbers(block, [name for name, _ in kinds], text)
 
     @classmethod
     def concat(cls, tables: list[Table], kinds: list[tuple[str, bool]]) -> Table:
-        """One table of several requests' rows: lists joined as lists, arrays as arrays (and
-        a mix as typed arrays)."""
+        """One typed table of several requests' rows."""
         if len(tables) == 1:
-            return tables[0]
-        joined: dict[str, Any] = {}
-        for name, is_text in kinds:
-            parts = [t.columns[name] for t in tables]
-            arrays = sum(isinstance(part, np.ndarray) for part in parts)
-            if not arrays:
-                joined[name] = [v for part in parts for v in part]
-                continue
-            if arrays < len(parts):
-                parts = [typed_column(part, is_text) for part in parts]
-            joined[name] = np.concatenate(parts)
-        return cls(joined, sum(t.rows for t in tables))
+            return tables[0].typed(kinds)
+        typed = [table.typed(kinds) for table in tables]
+        block = np.concatenate([t.numbers for t in typed], axis=1)
+        text = {
+            name: np.concatenate([t.columns[name] for t in typed])
+            for name, is_text in kinds
+            if is_text
+        }
+        return cls.of_numbers(block, [name for name, _ in kinds], text)
 
 
 Columns = dict[str, np.ndarray[Any, Any]]
@@ -83,20 +106,7 @@ def typed_columns(table: Table, kinds: list[tuple[str, bool]]) -> Columns:
     """A table's columns as the arrays both runtimes compute on: float64 with NaN for a gap
     (numbers, integers and booleans as 1.0 / 0.0), or objects with None for a gap (text).
     `kinds` is (name, is_text) per feature, in feature order."""
-    columns = table.columns
-    # The non-text columns still held as lists become one block in one call, a row per
-    # feature (each row a contiguous array): for a small request, numpy's cost per call is
-    # most of the conversion.
-    lists = [n for n, is_text in kinds if not is_text and not isinstance(columns[n], np.ndarray)]
-    block = (
-        dict(zip(lists, np.array([columns[n] for n in lists], dtype=np.float64), strict=True))
-        if len(lists) > 1
-        else {}
-    )
-    return {
-        name: block[name] if name in block else typed_column(columns[name], is_text)
-        for name, is_text in kinds
-    }
+    return table.typed(kinds).columns
 
 
 def typed_column(values: Any, is_text: bool) -> np.ndarray[Any, Any]:
@@ -149,7 +159,11 @@ class Predictor(ABC):
 
     def compute(self, table: Table) -> np.ndarray[Any, Any]:
         """Class probabilities (n x classes, metadata order) or values (n), as float64."""
-        return self.compute_columns(typed_columns(table, self.kinds), table.rows)
+        return self.compute_typed(table.typed(self.kinds))
+
+    def compute_typed(self, table: Table) -> np.ndarray[Any, Any]:
+        """The same from a typed table; a runtime that can use its numbers block does."""
+        return self.compute_columns(table.columns, table.rows)
 
     @abstractmethod
     def compute_columns(self, columns: Columns, rows: int) -> np.ndarray[Any, Any]:

@@ -32,13 +32,24 @@ def test_bins_are_closed_on_the_right_and_open_ended() -> None:
 
 def test_many_features_binned_at_once_count_as_one_at_a_time() -> None:
     """The drift monitor bins every number feature in one NumberBins call: features with
-    different numbers of edges, values on the edges, gaps."""
+    different numbers of edges, values on the edges and beyond every edge, gaps;
+    each held to a binary search per value."""
     rng = np.random.default_rng(7)
-    edges = [[0.0], [-1.0, 0.0, 1.0], [-1.5, -0.7, -0.3, -0.1, 0.0, 0.2, 0.4, 0.9, 1.6], [5.0, 6.0]]
+    edges = [
+        [0.0],
+        [-1.0, 0.0, 1.0],
+        [-1.5, -0.7, -0.3, -0.1, 0.0, 0.2, 0.4, 0.9, 1.6],
+        [5.0, 6.0],
+    ]
     numbers = rng.normal(size=(len(edges), 500)).round(1)
     numbers[rng.random(numbers.shape) < 0.05] = math.nan
+    numbers[:, :4] = [math.inf, -math.inf, -1e300, 1e300]
     counts, missing = NumberBins(edges).count(numbers)
     assert counts.shape == (4, 10)
+    assert counts.sum() + missing.sum() == numbers.size
+    empty, no_gaps = NumberBins(edges).count(np.empty((4, 0)))
+    assert empty.tolist() == [[0] * 10] * 4
+    assert no_gaps.tolist() == [0] * 4
     for row, feature_edges in enumerate(edges):
         shares = [0.0] * (len(feature_edges) + 1)
         profile = FeatureProfile(name="x", missing=0, edges=feature_edges, shares=shares)

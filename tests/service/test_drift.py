@@ -137,3 +137,55 @@ def test_a_version_without_a_profile_serves_without_drift(
     client = make_client(model_dir=store)
     stream(client, sampled(200, seed=7))
     assert "model_feature_psi{" not in client.get("/metrics").text
+
+
+def test_every_kind_of_feature_is_counted_as_the_profile_bins_it(mixed_store: Path) -> None:
+    """Numbers, an integer, a boolean and text with gaps, sent in requests of several sizes
+    (each typed into one block of numbers, then binned many requests at once): each feature's
+    live bin counters and missing counter equal the training profile's own Binner over the
+    same values, one feature at a time."""
+    from modelstore import Metadata
+    from modelstore.profile import Binner
+    from service.app import create_app
+    from service.drift import bin_labels
+    from service.settings import Settings
+
+    rng = random.Random(11)
+    names = ["size", "colour", "flag", "age"]
+    rows: list[dict[str, Any]] = []
+    for _ in range(700):
+        row = {
+            "size": round(rng.uniform(-2, 12), 2),
+            "colour": rng.choice(["red", "green", "blue"]),
+            "flag": rng.random() < 0.3,
+            "age": rng.randint(0, 100),
+        }
+        if rng.random() < 0.2:
+            row[rng.choice(["size", "colour", "flag"])] = None
+        rows.append(row)
+    settings = Settings(model_dir=mixed_store)
+    with TestClient(create_app(settings)) as client:
+        start = 0
+        for size in [1, 1, 7, 50, 3, 200, 38, 400]:
+            batch = rows[start : start + size]
+            start += size
+            response = client.post("/predict", json={"instances": batch})
+            assert response.status_code == 200, response.text
+        text = client.get("/metrics").text
+    sent = rows[:start]
+    meta = Metadata.model_validate_json((mixed_store / "mixed" / "1" / "metadata.json").read_text())
+    assert meta.profile is not None
+    print(f"{start} rows in 8 requests, {len(meta.profile)} features")
+    for profile in meta.profile:
+        counts, missing = Binner(profile).count([row[profile.name] for row in sent])
+        live = {}
+        for label in bin_labels(profile):
+            series = f'model_feature_values_total{{bin="{label}",feature="{profile.name}"}}'
+            found = re.search(rf"^{re.escape(series)} (\S+)$", text, re.M)
+            live[label] = float(found[1]) if found else 0.0
+        assert list(live.values()) == counts.tolist(), profile.name
+        gaps = re.search(
+            rf'^model_feature_missing_total\{{feature="{profile.name}"\}} (\S+)$', text, re.M
+        )
+        assert (float(gaps[1]) if gaps else 0.0) == missing, profile.name
+    assert names == [p.name for p in meta.profile]
