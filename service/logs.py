@@ -21,17 +21,70 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line; extra fields become top-level keys."""
 
     def format(self, record: logging.LogRecord) -> str:
-        payload: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "event": record.getMessage(),
-            **_fields(record),
-        }
+        payload = _payload(record.created, record.levelname, record.name, record.getMessage())
+        payload.update(_fields(record))
         if record.exc_info:
             payload["exception"] = self.formatException(record.exc_info)
         return orjson.dumps(payload, default=str).decode()
+
+
+def _payload(created: float, level: str, logger: str, event: str) -> dict[str, Any]:
+    """A JSON line's first keys; its fields follow."""
+    seconds = int(created)
+    if seconds != _second[0]:
+        _second[:] = [seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))]
+    millis = int((created - seconds) * 1000)
+    return {
+        "ts": f"{_second[1]}.{millis:03d}Z",
+        "level": level.lower(),
+        "logger": logger,
+        "event": event,
+    }
+
+
+_second: list[Any] = [None, ""]  # the last whole second stamped, and its text
+# The service's own JSON handler, when that is how it logs (see `configure_logging`).
+_json_handler: list[logging.StreamHandler[Any]] = []
+
+
+def info_line(logger: logging.Logger, event: str, fields: dict[str, Any]) -> None:
+    """`logger.info(event, extra=fields)`, for the line every request writes. When the service's
+    JSON handler is the only one it reaches, with no filter on the way, the line is written
+    straight to it: the same line, without a LogRecord and logging's dispatch, which were most
+    of its cost. Anything else (text format, a test's capture handler) takes logging's path."""
+    if not logger.isEnabledFor(logging.INFO):
+        return
+    handler = _json_handler[0] if _json_handler else None
+    if handler is None or not _only_reaches(logger, handler):
+        logger.info(event, extra=fields)
+        return
+    payload = _payload(time.time(), "INFO", logger.name, event)
+    payload.update(fields)
+    line = orjson.dumps(payload, default=str).decode() + "\n"
+    handler.acquire()  # as logging's own emit does: other threads log through it too
+    try:
+        handler.stream.write(line)
+        handler.flush()
+    except Exception:
+        logger.info(event, extra=fields)  # logging's own path reports the fault its way
+    finally:
+        handler.release()
+
+
+def _only_reaches(logger: logging.Logger, handler: logging.Handler) -> bool:
+    """Whether an INFO record from `logger` would reach `handler` alone, unfiltered."""
+    if handler.filters or handler.level > logging.INFO:
+        return False
+    current: logging.Logger | None = logger
+    while current is not None:
+        if current.disabled or current.filters:
+            return False
+        if current.handlers:
+            return current.handlers == [handler] and current.parent is None
+        if not current.propagate:
+            return False
+        current = current.parent
+    return False
 
 
 # Control characters (a path may carry %0a) are shown escaped, so no one can forge a log line.
@@ -68,6 +121,7 @@ def configure_logging(level: str, fmt: str) -> None:
     logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter() if fmt == "json" else ConsoleFormatter())
+    _json_handler[:] = [handler] if fmt == "json" else []
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

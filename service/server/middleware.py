@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import tracing
 from service.errors import error_body
+from service.logs import info_line
 from service.metrics import Metrics
 from service.payloads import CURRENT_REQUEST
 
@@ -110,9 +111,10 @@ class RequestContext:
                     request__id=request_id,
                     outcome="ok" if status < 400 else "refused" if status < 500 else "error",
                 )
-            log.info(
+            info_line(
+                log,
                 "request",
-                extra={
+                {
                     "request_id": request_id,
                     "method": method[:16],
                     "path": path[:256],

@@ -1,0 +1,84 @@
+"""The request log line: written straight to the service's JSON handler when nothing else
+listens, through logging otherwise, and the same line either way."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+from collections.abc import Iterator
+
+import pytest
+
+from service import logs
+from service.logs import configure_logging, info_line
+
+FIELDS = {"request_id": "abc", "method": "POST", "path": "/a\nb", "status": 200, "ms": 0.5}
+
+
+@pytest.fixture
+def stream() -> Iterator[io.StringIO]:
+    """configure_logging's handler, writing to a buffer; logging restored afterwards."""
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level, logs._json_handler[:])
+    buffer = io.StringIO()
+    yield buffer
+    root.handlers[:], logs._json_handler[:] = saved[0], saved[2]
+    root.setLevel(saved[1])
+
+
+def configured(fmt: str, level: str, buffer: io.StringIO) -> logging.Handler:
+    configure_logging(level, fmt)
+    (handler,) = logging.getLogger().handlers
+    assert isinstance(handler, logging.StreamHandler)
+    handler.setStream(buffer)
+    return handler
+
+
+def test_the_direct_line_is_the_line_logging_writes(stream: io.StringIO) -> None:
+    configured("json", "info", stream)
+    logger = logging.getLogger("service.request")
+    info_line(logger, "request", FIELDS)
+    logger.info("request", extra=FIELDS)
+    direct, through_logging = (json.loads(line) for line in stream.getvalue().splitlines())
+    for line in (direct, through_logging):
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", line.pop("ts"))
+    assert direct == through_logging
+    assert direct == {"level": "info", "logger": "service.request", "event": "request", **FIELDS}
+    assert stream.getvalue().count("\n") == 2  # the path's newline stays escaped
+
+
+def test_another_handler_gets_the_line_through_logging(
+    stream: io.StringIO, caplog: pytest.LogCaptureFixture
+) -> None:
+    configured("json", "info", stream)
+    logging.getLogger().addHandler(caplog.handler)  # as a log shipper or a test would
+    info_line(logging.getLogger("service.request"), "request", FIELDS)
+    (record,) = [r for r in caplog.records if r.name == "service.request"]
+    assert record.getMessage() == "request"
+    assert record.__dict__["status"] == 200
+    assert json.loads(stream.getvalue())["request_id"] == "abc"
+
+
+@pytest.mark.parametrize(("fmt", "level", "written"), [("json", "warning", 0), ("text", "info", 1)])
+def test_level_and_text_format_are_logging_s(
+    stream: io.StringIO, fmt: str, level: str, written: int
+) -> None:
+    configured(fmt, level, stream)
+    info_line(logging.getLogger("service.request"), "request", FIELDS)
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == written
+    if written:
+        assert "request request_id=abc" in lines[0]
+        assert 'path="/a\\nb"' in lines[0]
+
+
+def test_a_failed_write_is_reported_by_logging_not_raised(
+    stream: io.StringIO, capsys: pytest.CaptureFixture[str]
+) -> None:
+    handler = configured("json", "info", stream)
+    stream.close()
+    info_line(logging.getLogger("service.request"), "request", FIELDS)  # must not raise
+    assert "Logging error" in capsys.readouterr().err
+    handler.setStream(io.StringIO())
