@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import math
 from contextlib import suppress
-from itertools import repeat
-from operator import eq
 from typing import Annotated, Any
 
 import orjson
@@ -89,13 +87,17 @@ class InstancesValidator:
         instances = payload.get("instances")
         if type(instances) is not list or not 0 < len(instances) <= self.max_batch_size:
             return None
-        names = self.names
-        # Every instance an object with exactly the features' keys (C loops: no ignored
-        # columns along, no key missing or extra).
-        if set(map(type, instances)) != {dict} or not all(
-            map(eq, map(dict.keys, instances), repeat(names))
-        ):
+        # Every instance an object with as many keys as the model has features (C loops), and
+        # every feature's value taken from every instance below, or a KeyError: so exactly the
+        # features' keys, no ignored column along.
+        if set(map(type, instances)) != {dict} or set(map(len, instances)) != {len(self.names)}:
             return None
+        try:
+            return self._columns_of(instances)
+        except KeyError:
+            return None  # a feature missing: the validator names it
+
+    def _columns_of(self, instances: list[dict[str, Any]]) -> Table | None:
         matrix = None
         if self.number_values is not None:  # number and integer features: one matrix if plain
             rows = list(map(self.number_values, instances))
@@ -125,9 +127,25 @@ class InstancesValidator:
             try:
                 instances: list[dict[str, Any]] = self.adapter.validate_json(body)["instances"]
             except ValidationError as exc:
+                with suppress(orjson.JSONDecodeError):  # the same words as a large body's
+                    self._refuse_crowded(orjson.loads(body))
                 raise self._failure(exc, 0) from None
             return instances
         return self.validate_python(payload)
+
+    def _refuse_crowded(self, payload: Any) -> None:
+        """An instance with more keys than the model takes, by more than the errors a refusal
+        lists, is refused whole, before anything names its keys one by one."""
+        instances = payload.get("instances") if isinstance(payload, dict) else None
+        if not isinstance(instances, list):
+            return
+        crowded = [
+            _too_many_keys(index, len(item), self.max_keys)
+            for index, item in enumerate(instances)
+            if isinstance(item, dict) and len(item) > self.max_keys + MAX_REPORTED_ERRORS
+        ]
+        if crowded:
+            raise InstancesError(crowded[:MAX_REPORTED_ERRORS])
 
     def validate_python(self, payload: Any) -> list[dict[str, Any]]:
         """The parsed body, checked slice by slice after a look at its outline."""
@@ -138,13 +156,7 @@ class InstancesValidator:
             return self._one_pass(payload)
         if len(instances) > self.max_batch_size:
             raise BatchTooLargeError(len(instances))
-        crowded = [
-            _too_many_keys(index, len(item), self.max_keys)
-            for index, item in enumerate(instances)
-            if isinstance(item, dict) and len(item) > self.max_keys
-        ]
-        if crowded:
-            raise InstancesError(crowded[:MAX_REPORTED_ERRORS])
+        self._refuse_crowded(payload)
         checked: list[dict[str, Any]] = []
         for start in range(0, max(len(instances), 1), self.slice):
             part = {"instances": instances[start : start + self.slice]}

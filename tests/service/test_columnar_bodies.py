@@ -84,6 +84,33 @@ def test_a_large_body_answers_as_its_rows_do_alone(mixed: Any, feature: str, val
     assert (detail["type"], detail["msg"]) == (wanted["type"], wanted["msg"])
 
 
+# An instance whose keys are not exactly the features', in one row of a large body.
+OUTLINES: dict[str, Any] = {
+    "a key swapped": lambda row: {**{k: v for k, v in row.items() if k != "size"}, "sise": 4.5},
+    "a key missing": lambda row: {k: v for k, v in row.items() if k != "age"},
+    "a key too many": lambda row: {**row, "weight": 3},
+    "keys beyond naming": lambda row: {**row, **{f"k{i}": i for i in range(60)}},
+}
+
+
+@pytest.mark.parametrize("outline", OUTLINES)
+def test_a_large_body_with_an_odd_outline_answers_as_its_row_does_alone(
+    mixed: Any, outline: str
+) -> None:
+    instances = _large(_instances(MIXED_ROW))
+    instances[BAD_ROW] = OUTLINES[outline](instances[BAD_ROW])
+    alone = _post(mixed, [instances[BAD_ROW]])
+    together = _post(mixed, instances)
+    assert alone.status_code == together.status_code == 422, together.text
+    print(outline, [d["type"] for d in together.json()["detail"]])
+    assert [d["msg"] for d in together.json()["detail"]] == [
+        d["msg"] for d in alone.json()["detail"]
+    ]
+    assert {tuple(d["loc"][:3]) for d in together.json()["detail"]} == {
+        ("body", "instances", BAD_ROW)
+    }
+
+
 def test_typed_columns_give_the_rows_own_answers(mixed: Any) -> None:
     """Every kind of value, gaps included, at every row: the columnar answer is each row's."""
     sizes = [1.5, 7, None, 9.25]
