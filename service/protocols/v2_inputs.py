@@ -67,6 +67,9 @@ class TensorInputs:
         self.ignored = spec.ignored
         self.max_batch_size = max_batch_size
         self.all_numeric = spec.all_numeric
+        # The datatypes a single [rows, features] tensor may have: those every feature takes.
+        takes = [frozenset(r.datatypes) for r in self.rules]
+        self.matrix_types = frozenset.intersection(*takes) if takes else frozenset()
         # The datatypes whose JSON values the fast path must check against the datatype's range:
         # an integer feature's INT64 values are whole and within ±1e15 by its own type already.
         self.fit_checked = {
@@ -239,7 +242,7 @@ class TensorInputs:
                 f"{len(self.rules)} features: {', '.join(self.by_name)}"
             )
         self._check_rows(n)
-        accepted = all(tensor.datatype in r.datatypes for r in self.rules)
+        accepted = tensor.datatype in self.matrix_types
         # numpy pays off from a few dozen values; below that its per-call cost dominates.
         if accepted and n * width >= _VECTOR_FROM:
             fast = self._plain_matrix(tensor.data, n, width)
