@@ -119,7 +119,7 @@ class DriftMonitor:
         table = table.typed(self._kinds)
         self._pending_blocks.append(table.numbers)  # type: ignore[arg-type]
         for index, chunks in zip(self._texts, self._pending_texts, strict=True):
-            chunks.append(table.columns[self._features[index].name])
+            chunks.append(table.column(self._features[index].name))
         self._pending_rows += table.rows
         if (
             self._pending_rows >= self._block_rows

@@ -125,7 +125,7 @@ class Runtime:
         if self.payloads is not None:
             self.payloads.record(table, output)
         for rule, counter in self.unknown_counters:
-            unseen = rule.count_unseen(table.columns[rule.name])
+            unseen = rule.count_unseen(table.column(rule.name))
             if unseen:
                 counter.inc(unseen)
         if self.drift is not None:

@@ -30,17 +30,35 @@ class Table:
     graph is fed without a call per feature and drift bins the block as it is.
     """
 
-    __slots__ = ("columns", "numbers", "rows")
+    __slots__ = ("_columns", "_names", "_text", "numbers", "rows")
 
     def __init__(
-        self, columns: dict[str, Any], rows: int, numbers: np.ndarray[Any, Any] | None = None
+        self, columns: dict[str, Any] | None, rows: int, numbers: np.ndarray[Any, Any] | None = None
     ) -> None:
-        self.columns = columns
+        self._columns = columns
         self.rows = rows
         self.numbers = numbers
+        self._names: list[str] = []
+        self._text: dict[str, Any] = {}
 
     def __len__(self) -> int:
         return self.rows
+
+    @property
+    def columns(self) -> dict[str, Any]:
+        """Every feature's column, in feature order; a typed table's are made when first asked
+        for (the model and drift read its block and text columns without them)."""
+        if self._columns is None:
+            rows, text = iter(self.numbers), self._text  # type: ignore[arg-type]
+            self._columns = {
+                name: text[name] if name in text else next(rows) for name in self._names
+            }
+        return self._columns
+
+    def column(self, name: str) -> Any:
+        """One feature's column (a text one without making the others)."""
+        found = self._text.get(name)
+        return found if found is not None else self.columns[name]
 
     @classmethod
     def from_instances(cls, instances: list[dict[str, Any]], names: list[str]) -> Table:
@@ -58,10 +76,9 @@ class Table:
         float64) and, when the model has any, its typed text columns. `names` lists every
         feature in order."""
         block = np.ascontiguousarray(block, dtype=np.float64)
-        rows = iter(block)
-        text = text or {}
-        columns = {name: text[name] if name in text else next(rows) for name in names}
-        return cls(columns, block.shape[1], block)
+        table = cls(None, block.shape[1], block)
+        table._names, table._text = names, text or {}
+        return table
 
     def typed(self, kinds: list[tuple[str, bool]]) -> Table:
         """The table with every column typed (see `typed_column`) and the numbers block."""
@@ -83,7 +100,7 @@ class Table:
         typed = [table.typed(kinds) for table in tables]
         block = np.concatenate([t.numbers for t in typed], axis=1)
         text = {
-            name: np.concatenate([t.columns[name] for t in typed])
+            name: np.concatenate([t.column(name) for t in typed])
             for name, is_text in kinds
             if is_text
         }

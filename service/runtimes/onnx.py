@@ -73,7 +73,7 @@ class OnnxPredictor(Predictor):
         # Each row of the block, as a (rows, 1) view, feeds its graph input: no copy.
         feeds = dict(zip(self.number_inputs, block[:, :, None], strict=True))
         for name, graph in self.text_inputs:
-            feeds[graph] = text_with_gaps_as(table.columns[name], "").reshape(-1, 1)
+            feeds[graph] = text_with_gaps_as(table.column(name), "").reshape(-1, 1)
         return self._answer(self._run([self.output], feeds, None)[0])
 
     def compute_columns(self, columns: Columns, rows: int) -> np.ndarray[Any, Any]:
