@@ -17,7 +17,6 @@ The values obey the same rules as `/predict` (types, known categories, finite nu
 from __future__ import annotations
 
 import math
-from itertools import chain
 from typing import Annotated, Any, Literal, NotRequired, Union
 
 import numpy as np
@@ -27,11 +26,11 @@ from pydantic import Discriminator, Field, Tag, TypeAdapter, ValidationError
 from service.features import (
     INTEGER_DATATYPES,
     NUMERIC,
-    PLAIN_NUMBERS,
     FeatureRule,
     FeatureSpec,
     ValueRefusedError,
     list_of,
+    plain_numbers,
     typed_dict,
 )
 from service.protocols.v2_tensors import (
@@ -317,12 +316,8 @@ def _plain_rows(data: list[Any], shape: list[int]) -> np.ndarray[Any, Any] | Non
     # C loops: every row a list of `width` values, every value a plain number.
     if set(map(type, data)) != {list} or set(map(len, data)) != {shape[1]}:
         return None
-    if not set(map(type, chain.from_iterable(data))) <= PLAIN_NUMBERS:
-        return None
-    try:
-        return np.array(data, dtype=np.float64)
-    except OverflowError:  # an integer beyond float64: the general path names it
-        return None
+    plain = plain_numbers(data, nested=True)
+    return None if plain is None else np.array(plain, dtype=np.float64)
 
 
 def _fits(item: dict[str, Any], data: list[Any]) -> bool:
