@@ -563,7 +563,7 @@ def bench_scoring(work: Path) -> str:
 def main() -> int:
     from bench.against_floor import bench_against_floor
     from bench.first_run import bench_first_run
-    from bench.grpc import bench_grpc
+    from bench.grpc_speed import bench_grpc
     from bench.precision import bench_precision
     from bench.tracing import bench_tracing
 
