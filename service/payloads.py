@@ -43,7 +43,7 @@ import numpy as np
 import orjson
 
 from service.metrics import Metrics, multiprocess_dir
-from service.runtimes.base import Predictor, Table, typed_columns
+from service.runtimes.base import Predictor, Table
 
 log = logging.getLogger("service.payloads")
 
@@ -149,7 +149,7 @@ class PayloadLog:
     def _events(
         self, request_id: str, endpoint: str, at: float, table: Table, output: np.ndarray[Any, Any]
     ) -> list[dict[str, Any]]:
-        columns = typed_columns(table, self.predictor.kinds)
+        columns = table.typed(self.predictor.kinds).columns
         names = list(columns)
         values = [_plain(columns[n], self._types[n]) for n in names]
         instances = [dict(zip(names, row, strict=True)) for row in zip(*values, strict=True)]

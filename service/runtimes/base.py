@@ -81,7 +81,9 @@ class Table:
         return table
 
     def typed(self, kinds: list[tuple[str, bool]]) -> Table:
-        """The table with every column typed (see `typed_column`) and the numbers block."""
+        """The table as both runtimes compute on it: float64 with NaN for a gap (numbers,
+        integers and booleans as 1.0 / 0.0, in the numbers block), objects with None for a gap
+        (text). `kinds` is (name, is_text) per feature, in feature order."""
         if self.numbers is not None:
             return self
         columns = self.columns
@@ -117,13 +119,6 @@ def row_values(names: list[str]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
         (name,) = names
         return lambda item: (item[name],)
     return itemgetter(*names)
-
-
-def typed_columns(table: Table, kinds: list[tuple[str, bool]]) -> Columns:
-    """A table's columns as the arrays both runtimes compute on: float64 with NaN for a gap
-    (numbers, integers and booleans as 1.0 / 0.0), or objects with None for a gap (text).
-    `kinds` is (name, is_text) per feature, in feature order."""
-    return table.typed(kinds).columns
 
 
 def typed_column(values: Any, is_text: bool) -> np.ndarray[Any, Any]:
@@ -184,7 +179,7 @@ class Predictor(ABC):
 
     @abstractmethod
     def compute_columns(self, columns: Columns, rows: int) -> np.ndarray[Any, Any]:
-        """The same from typed columns (see `typed_columns`): what batch scoring builds
+        """The same from typed columns (see `Table.typed`): what batch scoring builds
         straight from Arrow."""
 
     def predict(self, instances: list[dict[str, Any]]) -> list[dict[str, Any]]:
