@@ -42,11 +42,11 @@ class InstancesError(Exception):
 
 
 # Bodies up to this size are parsed and checked in one pass; a larger one is parsed first, then
-# checked in slices, stopping at the first slice that fails. Every fault costs the event loop
-# microseconds to describe, and a body of nothing but faults holds one every few bytes: so the
-# cost of a refused body stays that of one slice, however large the body.
+# checked in slices, stopping once the slices checked hold the faults a refusal lists. Every
+# fault costs microseconds to describe, and a body of nothing but faults holds one every few
+# bytes: so a refused body costs a slice or a few, however large the body.
 ONE_PASS_BYTES = 16_384
-_ERRORS_PER_SLICE = 2048
+_ERRORS_PER_SLICE = 256
 
 
 class InstancesValidator:
@@ -158,12 +158,22 @@ class InstancesValidator:
             raise BatchTooLargeError(len(instances))
         self._refuse_crowded(payload)
         checked: list[dict[str, Any]] = []
+        faults: list[dict[str, Any]] = []
         for start in range(0, max(len(instances), 1), self.slice):
             part = {"instances": instances[start : start + self.slice]}
             try:
-                checked += self.adapter.validate_python(part)["instances"]
+                rows = self.adapter.validate_python(part)["instances"]
             except ValidationError as exc:
-                raise self._failure(exc, start) from None
+                failure = self._failure(exc, start)
+                if not isinstance(failure, InstancesError):
+                    raise failure from None
+                faults += failure.details
+                if len(faults) >= MAX_REPORTED_ERRORS:
+                    break
+                continue
+            checked += rows
+        if faults:  # the first faults a refusal lists, however the slices fell
+            raise InstancesError(faults[:MAX_REPORTED_ERRORS])
         return checked
 
     def _one_pass(self, payload: Any) -> list[dict[str, Any]]:

@@ -5,6 +5,7 @@ sklearn server answers. The same validation, key, limits and metrics as `/predic
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,7 @@ from service import tracing
 from service.errors import BadRequestError, PayloadTooLargeError, json_response
 from service.protocols.http import (
     check_body_headers,
-    collector_paused,
+    decoded,
     read_body,
     run_checked,
     served,
@@ -58,8 +59,8 @@ async def predict(request: Request) -> Response:
     runtime.authorize(request.headers)
     check_body_headers(request)
     body = await read_body(request, runtime.settings.max_body_bytes)
-    with tracing.span("decode"), collector_paused(body):
-        table = _checked_table(runtime, body)
+    with tracing.span("decode"):
+        table = await decoded(body, partial(_checked_table, runtime))
     output = await run_checked(runtime, table)
     with tracing.span("encode"):
         return json_response(200, {"predictions": labels_or_values(runtime, output)})

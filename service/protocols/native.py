@@ -19,7 +19,7 @@ from service.errors import (
 )
 from service.protocols.http import (
     check_body_headers,
-    collector_paused,
+    decoded,
     read_body,
     runtime_of,
 )
@@ -36,8 +36,8 @@ async def predict(request: Request) -> Response:
     check_body_headers(request)
     body = await read_body(request, runtime.settings.max_body_bytes)
     try:
-        with tracing.span("decode"), collector_paused(body):
-            table = runtime.validator.table_from_json(body)
+        with tracing.span("decode"):
+            table = await decoded(body, runtime.validator.table_from_json)
     except BatchTooLargeError:
         raise PayloadTooLargeError(
             f"batch larger than MAX_BATCH_SIZE ({runtime.settings.max_batch_size} instances)"

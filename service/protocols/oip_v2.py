@@ -8,6 +8,7 @@ key when one is set.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
@@ -17,7 +18,7 @@ from service import __version__, tracing
 from service.errors import BadRequestError, PayloadTooLargeError
 from service.protocols.http import (
     check_body_headers,
-    collector_paused,
+    decoded,
     read_body,
     run_checked,
     runtime_of,
@@ -74,8 +75,8 @@ async def infer(request: Request) -> Response:
     body = await read_body(request, runtime.settings.max_body_bytes)
     model = runtime.tensors
     try:
-        with tracing.span("decode"), collector_paused(body):
-            parsed, table = model.decode(body, header_length)
+        with tracing.span("decode"):
+            parsed, table = await decoded(body, partial(model.decode, header_length=header_length))
     except TensorError as exc:
         raise BadRequestError(str(exc)) from None
     except BatchTooLargeError as exc:
