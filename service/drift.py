@@ -23,7 +23,7 @@ from modelstore import Metadata
 from modelstore.metadata import FeatureProfile
 from modelstore.profile import Binner, NumberBins, psi
 from service.metrics import Metrics, multiprocess_dir
-from service.runtimes.base import Table
+from service.runtimes.base import Table, kinds_of
 
 BLOCKS: Final = 10
 FOLD_SECONDS: Final = 1.0
@@ -55,7 +55,7 @@ class DriftMonitor:
     def __init__(self, metadata: Metadata, window: int, metrics: Metrics) -> None:
         if metadata.profile is None:
             raise ValueError("the version has no training profile")
-        text = {f.name: f.type == "string" for f in metadata.features}
+        text = dict(kinds_of(metadata))
         self._features = [
             _Feature(
                 name=p.name,
@@ -87,7 +87,7 @@ class DriftMonitor:
         # table's numbers block, in feature order. Number features are binned together, from
         # their rows of the pending blocks; booleans from theirs and text from its columns, one
         # feature at a time.
-        self._kinds = [(f.name, f.type == "string") for f in metadata.features]
+        self._kinds = kinds_of(metadata)
         block_row = {name: row for row, name in enumerate(n for n, t in self._kinds if not t)}
         profiles = list(metadata.profile)
         self._numbered = [i for i, p in enumerate(profiles) if p.edges is not None]

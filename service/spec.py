@@ -17,7 +17,7 @@ from pydantic import Field, TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 
 from service.features import NEEDS_A_VALUE, NUMERIC, FeatureSpec, typed_dict
-from service.runtimes.base import NON_FINITE_REASON, Table, row_values
+from service.runtimes.base import NON_FINITE_REASON, Table, kinds_of, row_values
 
 MAX_REPORTED_ERRORS = 50
 
@@ -59,6 +59,7 @@ class InstancesValidator:
         self.max_keys = spec.max_keys
         self.slice = max(1, _ERRORS_PER_SLICE // self.max_keys)
         self.names = frozenset(spec.names)
+        self.kinds = kinds_of(spec.metadata)
         self.numbers = [r for r in spec.rules if r.type in NUMERIC]
         self.number_names = [r.name for r in self.numbers]
         self.booleans = any(r.type == "boolean" for r in spec.rules)
@@ -72,14 +73,14 @@ class InstancesValidator:
         if len(body) > ONE_PASS_BYTES:
             with suppress(orjson.JSONDecodeError):
                 return self.table_from_python(orjson.loads(body))
-        return Table.from_instances(self.validate_json(body), self.spec.names)
+        return Table.from_instances(self.validate_json(body), self.kinds)
 
     def table_from_python(self, payload: Any) -> Table:
         """The same from a parsed body."""
         table = self._typed_columns(payload)
         if table is not None:
             return table
-        return Table.from_instances(self.validate_python(payload), self.spec.names)
+        return Table.from_instances(self.validate_python(payload), self.kinds)
 
     def _typed_columns(self, payload: Any) -> Table | None:
         if type(payload) is not dict or len(payload) != 1:

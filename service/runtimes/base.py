@@ -19,6 +19,9 @@ import numpy as np
 
 from modelstore import Metadata, class_key
 
+# (name, is_text) of each feature, in feature order (see `kinds_of`).
+Kinds = list[tuple[str, bool]]
+
 
 class Table:
     """Rows as one column per feature: what every protocol decodes into and every runtime reads.
@@ -61,12 +64,22 @@ class Table:
         return found if found is not None else self.columns[name]
 
     @classmethod
-    def from_instances(cls, instances: list[dict[str, Any]], names: list[str]) -> Table:
-        if not instances or not names:
-            return cls({name: [] for name in names}, len(instances))
-        # Each instance's values in feature order, then turned into columns: C loops.
-        columns = zip(*map(row_values(names), instances), strict=True)
-        return cls(dict(zip(names, map(list, columns), strict=True)), len(instances))
+    def from_instances(cls, instances: list[dict[str, Any]], kinds: Kinds) -> Table:
+        """Validated instances (objects keyed by feature) as a typed table: every non-text
+        value goes into the block in one numpy call, from each instance's values in feature
+        order (C loops); a small request's cost is mostly numpy's per call."""
+        numeric = [name for name, is_text in kinds if not is_text]
+        if numeric and instances:
+            values = list(map(row_values(numeric), instances))
+            block = np.array(values, dtype=np.float64).T
+        else:
+            block = np.empty((len(numeric), len(instances)))
+        text = {
+            name: typed_column([item[name] for item in instances], True)
+            for name, is_text in kinds
+            if is_text
+        }
+        return cls.of_numbers(block, [name for name, _ in kinds], text)
 
     @classmethod
     def of_numbers(
@@ -80,7 +93,7 @@ class Table:
         table._names, table._text = names, text or {}
         return table
 
-    def typed(self, kinds: list[tuple[str, bool]]) -> Table:
+    def typed(self, kinds: Kinds) -> Table:
         """The table as both runtimes compute on it: float64 with NaN for a gap (numbers,
         integers and booleans as 1.0 / 0.0, in the numbers block), objects with None for a gap
         (text). `kinds` is (name, is_text) per feature, in feature order."""
@@ -95,7 +108,7 @@ class Table:
         return Table.of_numbers(block, [name for name, _ in kinds], text)
 
     @classmethod
-    def concat(cls, tables: list[Table], kinds: list[tuple[str, bool]]) -> Table:
+    def concat(cls, tables: list[Table], kinds: Kinds) -> Table:
         """One typed table of several requests' rows."""
         if len(tables) == 1:
             return tables[0].typed(kinds)
@@ -110,6 +123,11 @@ class Table:
 
 
 Columns = dict[str, np.ndarray[Any, Any]]
+
+
+def kinds_of(metadata: Metadata) -> Kinds:
+    """(name, is_text) of each feature, in feature order: how a typed table holds it."""
+    return [(f.name, f.type == "string") for f in metadata.features]
 
 
 def row_values(names: list[str]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
@@ -163,7 +181,7 @@ class Predictor(ABC):
     def __init__(self, metadata: Metadata) -> None:
         self.metadata = metadata
         self.feature_names = [f.name for f in metadata.features]
-        self.kinds = [(f.name, f.type == "string") for f in metadata.features]
+        self.kinds = kinds_of(metadata)
         self.is_classifier = metadata.task == "classification"
         self.classes: list[Any] = list(metadata.classes or [])
         self.class_keys = [class_key(c) for c in self.classes]
@@ -184,7 +202,7 @@ class Predictor(ABC):
 
     def predict(self, instances: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Offline use and start-up timing: validated instances in, native answers out."""
-        output = self.compute(Table.from_instances(instances, self.feature_names))
+        output = self.compute(Table.from_instances(instances, self.kinds))
         check_finite(output)
         return self.shape(output)
 

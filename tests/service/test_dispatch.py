@@ -216,9 +216,9 @@ def test_batched_answers_match_the_real_model(penguins_store: Any, count: int) -
     dispatch = Dispatcher(predictor, max_rows_per_call=1000)
 
     async def main() -> list[Any]:
-        names = predictor.feature_names
+        kinds = predictor.kinds
         return await asyncio.gather(
-            *(dispatch.predict(Table.from_instances([v], names)) for v in variants)
+            *(dispatch.predict(Table.from_instances([v], kinds)) for v in variants)
         )
 
     answers = [predictor.shape(output) for output in asyncio.run(main())]
