@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from contextlib import suppress
+from itertools import islice
 from typing import Annotated, Any
 
 import orjson
@@ -140,13 +141,14 @@ class InstancesValidator:
         instances = payload.get("instances") if isinstance(payload, dict) else None
         if not isinstance(instances, list):
             return
-        crowded = [
+        crowded = (
             _too_many_keys(index, len(item), self.max_keys)
             for index, item in enumerate(instances)
             if isinstance(item, dict) and len(item) > self.max_keys + MAX_REPORTED_ERRORS
-        ]
-        if crowded:
-            raise InstancesError(crowded[:MAX_REPORTED_ERRORS])
+        )
+        first = list(islice(crowded, MAX_REPORTED_ERRORS))  # no message past the ones listed
+        if first:
+            raise InstancesError(first)
 
     def validate_python(self, payload: Any) -> list[dict[str, Any]]:
         """The parsed body, checked slice by slice after a look at its outline."""
