@@ -411,4 +411,4 @@ def test_a_large_body_is_decoded_while_the_loop_keeps_turning() -> None:
     print(f"\nloop turns during a 300 ms decode: {ticks}")
     assert thread.startswith("decode")
     assert seen_id == "r-1"
-    assert ticks >= 10
+    assert ticks >= 5  # on the loop, as before the fix: none
