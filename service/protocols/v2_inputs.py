@@ -316,8 +316,7 @@ def _plain_rows(data: list[Any], shape: list[int]) -> np.ndarray[Any, Any] | Non
     # C loops: every row a list of `width` values, every value a plain number.
     if set(map(type, data)) != {list} or set(map(len, data)) != {shape[1]}:
         return None
-    plain = plain_numbers(data, nested=True)
-    return None if plain is None else np.array(plain, dtype=np.float64)
+    return plain_numbers(data, nested=True)
 
 
 def _fits(item: dict[str, Any], data: list[Any]) -> bool:
