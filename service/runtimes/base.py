@@ -12,6 +12,7 @@ import statistics
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from itertools import repeat
 from operator import itemgetter
 from typing import Any
 
@@ -210,11 +211,13 @@ class Predictor(ABC):
         """The native API's answer for each row of a `compute` result."""
         if not self.is_classifier:
             return [{"value": v} for v in output.tolist()]
-        best = output.argmax(axis=1).tolist()
-        keys, classes = self.class_keys, self.classes
+        # Labels and probability objects made by C loops (map), the answers' own dicts by one
+        # comprehension: 100 rows of 2 classes, 59 -> 43 us.
+        labels = map(self.classes.__getitem__, output.argmax(axis=1).tolist())
+        probabilities = map(dict, map(zip, repeat(self.class_keys), output.tolist()))
         return [
-            {"label": classes[b], "probabilities": dict(zip(keys, p, strict=True))}
-            for b, p in zip(best, output.tolist(), strict=True)
+            {"label": label, "probabilities": shares}
+            for label, shares in zip(labels, probabilities, strict=True)
         ]
 
     def estimated_seconds(self, rows: int) -> float:
