@@ -174,7 +174,8 @@ class InstancesValidator:
                 if len(faults) >= MAX_REPORTED_ERRORS:
                     break
                 continue
-            checked += rows
+            if not faults:  # rows after a fault are only checked for the refusal's list
+                checked += rows
         if faults:  # the first faults a refusal lists, however the slices fell
             raise InstancesError(faults[:MAX_REPORTED_ERRORS])
         return checked

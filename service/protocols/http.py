@@ -30,8 +30,9 @@ from service.protocols.v2_tensors import HEADER_LENGTH
 from service.runtime import Runtime
 from service.runtimes.base import NonFinitePredictionError, Table
 
-_HEADER_LENGTH = HEADER_LENGTH.encode()
 T = TypeVar("T")
+
+_HEADER_LENGTH = HEADER_LENGTH.encode()
 _UTF8 = frozenset({"utf-8", "utf8"})
 
 
