@@ -10,14 +10,21 @@ unpickle anything. The session is tuned for small calls: one thread, sequential 
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import onnxruntime
 
 from modelstore import Metadata
 from service.runtimes.base import Columns, Predictor, Table, text_with_gaps_as
+
+# Row counts with a bound buffer kept, per thread, and the largest row count bound: a binding
+# pays off when the same shape comes again (1-row calls, a client's fixed batch size).
+BOUND_SHAPES: Final = 8
+BOUND_ROWS_MAX: Final = 1024
 
 
 class OnnxPredictor(Predictor):
@@ -61,12 +68,15 @@ class OnnxPredictor(Predictor):
         self.number_type = kinds.pop() if len(kinds) == 1 else None
         self.number_inputs = [graph for graph, _ in numbers]
         self.text_inputs = [(name, graph) for name, graph, is_text, _ in self.inputs if is_text]
+        self._bound = threading.local()  # each thread's {rows: (buffer, binding)}, see _bound_call
         super().__init__(metadata)
 
     def compute_typed(self, table: Table) -> np.ndarray[Any, Any]:
         block = table.numbers
         if block is None or self.number_type is None:
             return self.compute_columns(table.columns, table.rows)
+        if not self.text_inputs and table.rows <= BOUND_ROWS_MAX:
+            return self._answer(self._bound_call(block))
         if block.dtype != self.number_type:
             with np.errstate(all="ignore"):  # huge numbers overflow float32; answers are checked
                 block = block.astype(self.number_type)
@@ -75,6 +85,33 @@ class OnnxPredictor(Predictor):
         for name, graph in self.text_inputs:
             feeds[graph] = text_with_gaps_as(table.column(name), "").reshape(-1, 1)
         return self._answer(self._run([self.output], feeds, None)[0])
+
+    def _bound_call(self, block: np.ndarray[Any, Any]) -> Any:
+        """The graph on a numbers block, through inputs bound once to a buffer of this row
+        count: the block is copied in and the session runs. Binding thirty inputs per call is
+        most of a small call's cost (1 row: ~25 -> ~13 us, 100 rows: ~44 -> ~33 us). Bindings
+        are per thread, since the dispatcher calls from the loop and from its own thread."""
+        shapes: OrderedDict[int, tuple[Any, Any]] | None = getattr(self._bound, "shapes", None)
+        if shapes is None:
+            shapes = self._bound.shapes = OrderedDict()
+        rows = block.shape[1]
+        bound = shapes.get(rows)
+        if bound is None:
+            buffer = np.empty((len(self.number_inputs), rows, 1), dtype=self.number_type)
+            binding = self.session.io_binding()
+            for graph, column in zip(self.number_inputs, buffer, strict=True):
+                binding.bind_cpu_input(graph, column)
+            binding.bind_output(self.output)
+            bound = shapes[rows] = (buffer, binding)
+            if len(shapes) > BOUND_SHAPES:
+                shapes.popitem(last=False)
+        else:
+            shapes.move_to_end(rows)
+        buffer, binding = bound
+        with np.errstate(all="ignore"):  # huge numbers overflow float32; answers are checked
+            np.copyto(buffer[:, :, 0], block, casting="unsafe")
+        self.session.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()[0]
 
     def compute_columns(self, columns: Columns, rows: int) -> np.ndarray[Any, Any]:
         feeds: dict[str, np.ndarray[Any, Any]] = {}

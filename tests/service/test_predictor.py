@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +13,8 @@ import numpy as np
 import pytest
 
 from modelstore import ModelStore
-from service.runtimes.base import Predictor
-from service.runtimes.onnx import OnnxPredictor
+from service.runtimes.base import Predictor, Table
+from service.runtimes.onnx import BOUND_ROWS_MAX, BOUND_SHAPES, OnnxPredictor
 from service.runtimes.sklearn import SklearnPredictor
 from tests.conftest import PENGUINS_CSV
 
@@ -100,3 +101,34 @@ def test_cost_is_measured_at_start(penguins_store: Path) -> None:
     for predictor in predictors(penguins_store).values():
         assert predictor.fixed_cost > 0
         assert predictor.estimated_seconds(100) >= predictor.estimated_seconds(1)
+
+
+def test_the_graph_answers_alike_through_its_bound_inputs(numeric_store: Path) -> None:
+    """Calls of up to BOUND_ROWS_MAX rows go through inputs bound to a buffer per row count
+    (kept for the last BOUND_SHAPES counts, per thread): every call must see its own rows, in
+    any order of shapes, from two threads at once, as an unbound call of the graph does."""
+    predictor = predictors(numeric_store)["onnx"]
+    assert isinstance(predictor, OnnxPredictor)
+    assert not predictor.text_inputs
+    names = predictor.feature_names
+    rng = np.random.default_rng(7)
+    counts = [1, 3, 1, 100, *range(2, 3 + BOUND_SHAPES), 1, 3, BOUND_ROWS_MAX + 1, 100]
+    tables = []
+    for rows in counts:
+        block = rng.uniform(10, 250, size=(len(names), rows))
+        block[-1] = rng.integers(2007, 2010, size=rows)  # the year
+        tables.append(Table.of_numbers(block, names))
+    unbound = [
+        predictor.compute_columns({n: t.numbers[j] for j, n in enumerate(names)}, t.rows)  # type: ignore[index]
+        for t in tables
+    ]
+    assert any(not np.array_equal(unbound[0], u[:1]) for u in unbound[1:])  # rows differ
+
+    def calls(order: list[int]) -> list[bool]:
+        return [np.array_equal(predictor.compute_typed(tables[i]), unbound[i]) for i in order]
+
+    with ThreadPoolExecutor(2) as pool:
+        forward = list(range(len(tables))) * 20
+        results = list(pool.map(calls, [forward, forward[::-1]]))
+    print(f"bound calls checked: {sum(map(len, results))}, shapes: {sorted(set(counts))}")
+    assert all(all(r) for r in results)
