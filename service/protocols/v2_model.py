@@ -32,6 +32,9 @@ class TensorModel(TensorInputs):
         self.platform = platform
         self.is_classifier = metadata.task == "classification"
         self.classes = list(metadata.classes or [])
+        # The labels by index, for one numpy `take` per answer.
+        self._labels = np.empty(len(self.classes), dtype=object)
+        self._labels[:] = self.classes
         self.label_type = label_datatype(self.classes)
 
     # -- metadata -----------------------------------------------------------------------------
@@ -108,10 +111,11 @@ class TensorModel(TensorInputs):
         return [(name, *self._output(name, output)) for name in names]
 
     def _output(self, name: str, output: np.ndarray[Any, Any]) -> tuple[str, list[int], Any]:
+        """Numbers stay a float64 array (the JSON answer writes it without a Python float per
+        value); labels are a list of the metadata's own class values."""
         n = output.shape[0]
         if name == "value":
-            return "FP64", [n], output.tolist()
+            return "FP64", [n], np.ascontiguousarray(output)
         if name == "probabilities":
-            return "FP64", [n, output.shape[1]], output.ravel().tolist()
-        classes = self.classes
-        return self.label_type, [n], [classes[i] for i in output.argmax(axis=1).tolist()]
+            return "FP64", [n, output.shape[1]], np.ascontiguousarray(output).ravel()
+        return self.label_type, [n], self._labels[output.argmax(axis=1)].tolist()

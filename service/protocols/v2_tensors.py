@@ -303,8 +303,9 @@ def requested_outputs(
 
 
 def encode_response(header: dict[str, Any], chunks: list[bytes]) -> tuple[bytes, int | None]:
-    """The JSON header, then any binary outputs' bytes; and the header's length if there are."""
-    body = orjson.dumps(header)
+    """The JSON header, then any binary outputs' bytes; and the header's length if there are.
+    Outputs' data may be float64 arrays, written as JSON numbers alike."""
+    body = orjson.dumps(header, option=orjson.OPT_SERIALIZE_NUMPY)
     if not chunks:
         return body, None
     return b"".join([body, *chunks]), len(body)
