@@ -22,10 +22,12 @@ import onnxruntime
 from modelstore import Metadata
 from service.runtimes.base import Columns, Predictor, Table, text_with_gaps_as
 
-# Row counts with a bound buffer kept, per thread, and the largest row count bound: a binding
-# pays off when the same shape comes again (1-row calls, a client's fixed batch size).
+# Row counts with a bound buffer kept, per thread: a binding pays off when the same shape comes
+# again (1-row calls, a client's fixed batch size).
 BOUND_SHAPES: Final = 8
-BOUND_ROWS_MAX: Final = 1024
+# The most values (rows x number features) a bound buffer holds: 256 KB, so a thread's buffers
+# stay within 2 MB however wide the model (30 features: up to 1,092 rows).
+BOUND_VALUES_MAX: Final = 32_768
 
 
 class OnnxPredictor(Predictor):
@@ -76,7 +78,7 @@ class OnnxPredictor(Predictor):
         block = table.numbers
         if block is None or self.number_type is None:
             return self.compute_columns(table.columns, table.rows)
-        if not self.text_inputs and table.rows <= BOUND_ROWS_MAX:
+        if not self.text_inputs and table.rows * len(self.number_inputs) <= BOUND_VALUES_MAX:
             return self._answer(self._bound_call(block))
         if block.dtype != self.number_type:
             with np.errstate(all="ignore"):  # huge numbers overflow float32; answers are checked

@@ -14,7 +14,7 @@ import pytest
 
 from modelstore import ModelStore
 from service.runtimes.base import Predictor, Table
-from service.runtimes.onnx import BOUND_ROWS_MAX, BOUND_SHAPES, OnnxPredictor
+from service.runtimes.onnx import BOUND_SHAPES, BOUND_VALUES_MAX, OnnxPredictor
 from service.runtimes.sklearn import SklearnPredictor
 from tests.conftest import PENGUINS_CSV
 
@@ -104,7 +104,7 @@ def test_cost_is_measured_at_start(penguins_store: Path) -> None:
 
 
 def test_the_graph_answers_alike_through_its_bound_inputs(numeric_store: Path) -> None:
-    """Calls of up to BOUND_ROWS_MAX rows go through inputs bound to a buffer per row count
+    """Calls of up to BOUND_VALUES_MAX values go through inputs bound to a buffer per row count
     (kept for the last BOUND_SHAPES counts, per thread): every call must see its own rows, in
     any order of shapes, from two threads at once, as an unbound call of the graph does."""
     predictor = predictors(numeric_store)["onnx"]
@@ -112,7 +112,8 @@ def test_the_graph_answers_alike_through_its_bound_inputs(numeric_store: Path) -
     assert not predictor.text_inputs
     names = predictor.feature_names
     rng = np.random.default_rng(7)
-    counts = [1, 3, 1, 100, *range(2, 3 + BOUND_SHAPES), 1, 3, BOUND_ROWS_MAX + 1, 100]
+    widest = BOUND_VALUES_MAX // len(names)  # the most rows a bound call takes
+    counts = [1, 3, 1, 100, *range(2, 3 + BOUND_SHAPES), 1, 3, widest, widest + 1, 100]
     tables = []
     for rows in counts:
         block = rng.uniform(10, 250, size=(len(names), rows))
