@@ -71,7 +71,7 @@ class OnnxPredictor(Predictor):
         self.number_type = kinds.pop() if len(kinds) == 1 else None
         self.number_inputs = [graph for graph, _ in numbers]
         self.text_inputs = [(name, graph) for name, graph, is_text, _ in self.inputs if is_text]
-        self._bound = threading.local()  # each thread's {rows: (buffer, binding)}, see _bound_call
+        self._bound = threading.local()  # each thread's {rows: (buffer, run, read)}: _bound_call
         super().__init__(metadata)
 
     def compute_typed(self, table: Table) -> np.ndarray[Any, Any]:
