@@ -155,3 +155,39 @@ def test_past_the_connection_cap_requests_get_503_but_probes_answer(
         time.sleep(0.5)
         answer = httpx2.post(f"{url}/predict", json={"instances": [penguin_example]}, timeout=5)
         assert answer.status_code == 200
+
+
+def test_a_keep_alive_client_gets_each_request_its_own_header_deadline(
+    penguins_store: Path,
+) -> None:
+    """Deadlines move with each request: a timer set for an earlier request's headers finds a
+    later deadline when it fires and waits for that one; the last, slow request still gets its
+    408 on time."""
+    with running(penguins_store, HEADER_TIMEOUT="1", KEEPALIVE_TIMEOUT="5") as url:
+        with socket.create_connection(address(url)) as sock:
+            sock.settimeout(5)
+            started = time.monotonic()
+            statuses = []
+            while time.monotonic() - started < 2.6:  # the first request's deadline long past
+                sock.sendall(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+                answer = b""
+                while not answer.endswith(b'{"status":"alive"}'):  # head and body may part
+                    chunk = sock.recv(4096)
+                    if not chunk:
+                        break
+                    answer += chunk
+                statuses.append(answer[9:12])
+                time.sleep(0.3)
+            sock.sendall(b"GET /health/live HTTP/1.1\r\n")  # and never the rest
+            slow_from = time.monotonic()
+            answer = read_until_closed(sock, limit=5)
+            cut_after = time.monotonic() - slow_from
+        print(
+            f"\n{len(statuses)} requests over {slow_from - started:.1f} s on one connection:"
+            f" {sorted(set(statuses))}; the slow one cut after {cut_after:.2f} s"
+        )
+        assert set(statuses) == {b"200"}
+        assert len(statuses) >= 6
+        assert answer.startswith(b"HTTP/1.1 408 Request Timeout"), answer[:80]
+        assert b'"detail":"request headers not received within 1 s"' in answer
+        assert 0.9 < cut_after < 2.5
