@@ -136,7 +136,7 @@ class GuardedProtocol(HttpToolsProtocol):
         if cycle is not None:
             if self._draining:
                 cycle.keep_alive = False
-            cycle.send = _stop_when_gone(cycle, self.transport)  # type: ignore[method-assign]
+            cycle.__class__ = GuardedCycle
             if not cycle.response_complete:
                 self._arm(LIMITS.body_timeout, "request body")
 
@@ -292,22 +292,23 @@ class GuardedProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
-def _stop_when_gone(cycle: RequestResponseCycle, transport: Any) -> Any:
-    """The cycle's `send`, raising ClientDisconnect once the client has gone (the request
-    middleware counts it as 499), where uvicorn's own would write to a closed transport and
-    fail with a RuntimeError (a 500 and a traceback in the log)."""
-    send = RequestResponseCycle.send
+class GuardedCycle(RequestResponseCycle):
+    """uvicorn's request cycle, whose `send` raises ClientDisconnect once the client has gone
+    (the request middleware counts it as 499), where uvicorn's own would write to a closed
+    transport and fail with a RuntimeError (a 500 and a traceback in the log).
 
-    async def send_or_stop(message: Any) -> None:
-        if transport.is_closing() and message["type"] == "http.response.body":
-            cycle.disconnected = True
+    A cycle becomes one by its class (see `on_headers_complete`): a `send` closure stored on
+    the cycle would refer back to it, and every request would leave a reference cycle for the
+    garbage collector (measured: a collection every 32 requests, ~5% of the time at c=32)."""
+
+    async def send(self, message: Any) -> None:
+        if self.transport.is_closing() and message["type"] == "http.response.body":
+            self.disconnected = True
             raise ClientDisconnect
         try:
-            await send(cycle, message)
+            await super().send(message)
         except RuntimeError:
-            if not transport.is_closing():
+            if not self.transport.is_closing():
                 raise
-            cycle.disconnected = True
+            self.disconnected = True
             raise ClientDisconnect from None
-
-    return send_or_stop
