@@ -3,6 +3,7 @@ listens, through logging otherwise, and the same line either way."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -81,4 +82,62 @@ def test_a_failed_write_is_reported_by_logging_not_raised(
     stream.close()
     info_line(logging.getLogger("service.request"), "request", FIELDS)  # must not raise
     assert "Logging error" in capsys.readouterr().err
+    handler.setStream(io.StringIO())
+
+
+class CountedWrites(io.StringIO):
+    writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+def test_the_lines_of_a_loop_turn_go_out_in_one_write_at_its_end(stream: io.StringIO) -> None:
+    counted = CountedWrites()
+    configured("json", "info", counted)
+    logger = logging.getLogger("service.request")
+
+    async def turn() -> tuple[str, str]:
+        for n in range(3):
+            info_line(logger, "request", {**FIELDS, "n": n})
+        during = counted.getvalue()
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        return during, counted.getvalue()
+
+    during, after = asyncio.run(turn())
+    print(f"\nduring the turn: {len(during)} characters; after it: {after.count(chr(10))} lines")
+    assert during == ""
+    assert [json.loads(line)["n"] for line in after.splitlines()] == [0, 1, 2]
+    assert counted.writes == 1
+
+
+def test_a_record_through_logging_writes_the_waiting_lines_first(stream: io.StringIO) -> None:
+    configured("json", "info", stream)
+    logger = logging.getLogger("service.request")
+
+    async def turn() -> list[str]:
+        info_line(logger, "request", FIELDS)
+        logging.getLogger("service").warning("after the request line")
+        return [json.loads(line)["event"] for line in stream.getvalue().splitlines()]
+
+    assert asyncio.run(turn()) == ["request", "after the request line"]
+
+
+def test_a_failed_write_at_the_turn_s_end_is_reported_not_raised(
+    stream: io.StringIO, capsys: pytest.CaptureFixture[str]
+) -> None:
+    handler = configured("json", "info", stream)
+    stream.close()
+
+    async def turn() -> None:
+        info_line(logging.getLogger("service.request"), "request", FIELDS)
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+
+    asyncio.run(turn())  # must not raise, nor leave the loop a failed callback
+    err = capsys.readouterr().err
+    assert "Logging error" in err
+    assert "Exception in callback" not in err
     handler.setStream(io.StringIO())
