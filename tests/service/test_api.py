@@ -232,6 +232,24 @@ def test_streamed_body_over_the_limit_is_413_without_content_length(
     assert response.status_code == 413
 
 
+def test_a_body_sent_in_many_chunks_is_read_whole(
+    client: TestClient, penguin_example: dict[str, Any]
+) -> None:
+    payload = json.dumps(body(*[penguin_example] * 5)).encode()
+
+    def chunks() -> Iterator[bytes]:
+        for start in range(0, len(payload), 100):
+            yield payload[start : start + 100]
+
+    streamed = client.post(
+        "/predict", content=chunks(), headers={"content-type": "application/json"}
+    )
+    whole = client.post("/predict", content=payload, headers={"content-type": "application/json"})
+    assert streamed.status_code == 200
+    assert streamed.json() == whole.json()
+    assert len(streamed.json()["predictions"]) == 5
+
+
 def test_batch_over_the_limit_is_413(
     make_client: ClientFactory, penguin_example: dict[str, Any]
 ) -> None:
