@@ -1,13 +1,12 @@
 """Drift: live inputs counted into the training profile's bins, and the PSI of a recent window.
 
 The request path only appends the request's typed block of numbers (and its text columns) to a
-list. Once FOLD_ROWS rows are pending (or the window's worth, if smaller), FOLD_SECONDS have
+list. Once a block's worth of rows (a tenth of the window) is pending, FOLD_SECONDS have
 passed, or /metrics is scraped, they are binned: every number feature at once, in a few numpy
-calls over all the pending rows (`NumberBins`), then the other features one by one, each
-count cut at the window's block boundaries. The PSI gauges and the bin counters are brought up
-to date on a scrape and at most once a second otherwise (a counter's increment is a Python
-call, and there is one per bin). The window is made of blocks of a tenth of it: the last
-`window` rows plus the block being filled; old rows leave it a block at a time.
+calls (`NumberBins`), then the other features one by one. The PSI gauges and the bin counters
+are brought up to date on a scrape and at most once a second otherwise (a counter's increment
+is a Python call, and there is one per bin). The window is the last `window` rows plus at most
+one block: old rows leave it a block at a time.
 """
 
 from __future__ import annotations
@@ -28,9 +27,6 @@ from service.runtimes.base import Table, kinds_of
 
 BLOCKS: Final = 10
 FOLD_SECONDS: Final = 1.0
-# Binning many rows at once costs less per row (100-row requests: ~16 us each folded a
-# thousand rows at a time, ~8 us five thousand at a time); past that, little changes.
-FOLD_ROWS: Final = 5_000
 # Below this many values of a feature in the window its PSI is mostly noise: NaN until then.
 MIN_ROWS: Final = 100
 
@@ -80,7 +76,6 @@ class DriftMonitor:
             feature.psi.set(self._no_value)
         self._window_gauge = metrics.drift_window_rows
         self._block_rows = max(window // BLOCKS, 1)
-        self._fold_rows = min(FOLD_ROWS, max(window, 1))
         width = max(f.binner.bins for f in self._features)
         self._window = max(window, 1)
         self._blocks: deque[tuple[int, np.ndarray[Any, Any]]] = deque()
@@ -127,7 +122,7 @@ class DriftMonitor:
             chunks.append(table.column(self._features[index].name))
         self._pending_rows += table.rows
         if (
-            self._pending_rows >= self._fold_rows
+            self._pending_rows >= self._block_rows
             or time.monotonic() - self._last_fold > FOLD_SECONDS
         ):
             self.fold(gauges=False)
@@ -148,39 +143,32 @@ class DriftMonitor:
             self._update_gauges()
 
     def _count(self, blocks: list[np.ndarray[Any, Any]], texts: list[list[Any]], rows: int) -> None:
-        # Segments of the pending rows: the first fills the window's current block, each next
-        # one a whole block, the last whatever is left.
-        first = self._block_rows - self._current_rows
-        starts = [0, *range(first, rows, self._block_rows)]
-        ends = [*starts[1:], rows]
-        counts = np.zeros((len(starts), *self._shape), dtype=np.int64)
-        missing = np.zeros((len(starts), len(self._features)), dtype=np.int64)
+        counts = np.zeros(self._shape, dtype=np.int64)
+        missing = np.zeros(len(self._features), dtype=np.int64)
         block = blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=1)
         if self._numbered:
-            binned, gaps = self._numbers.count_segments(block[self._numbered_rows], starts)
-            counts[:, self._numbered, : binned.shape[2]] = binned
-            missing[:, self._numbered] = gaps
-        columns = [(index, block[row]) for index, row in self._flags]
+            binned, gaps = self._numbers.count(block[self._numbered_rows])
+            counts[self._numbered, : binned.shape[1]] = binned
+            missing[self._numbered] = gaps
+        for index, row in self._flags:
+            binned_one, gap_count = self._features[index].binner.count(block[row])
+            counts[index, : len(binned_one)] = binned_one
+            missing[index] = gap_count
         for index, chunks in zip(self._texts, texts, strict=True):
-            columns.append((index, np.concatenate(chunks)))
-        for index, column in columns:
-            binner = self._features[index].binner
-            for segment, (start, end) in enumerate(zip(starts, ends, strict=True)):
-                binned_one, gap_count = binner.count(column[start:end])
-                counts[segment, index, : len(binned_one)] = binned_one
-                missing[segment, index] = gap_count
-        self._unpublished += counts.sum(axis=0)
-        self._unpublished_missing += missing.sum(axis=0)
-        for segment_counts, start, end in zip(counts, starts, ends, strict=True):
-            self._current += segment_counts
-            self._current_rows += end - start
-            if self._current_rows >= self._block_rows:
-                self._blocks.append((self._current_rows, self._current))
-                self._block_total += self._current_rows
-                self._current = np.zeros(self._shape, dtype=np.int64)
-                self._current_rows = 0
-                while self._block_total - self._blocks[0][0] >= self._window:
-                    self._block_total -= self._blocks.popleft()[0]
+            binned_one, gap_count = self._features[index].binner.count(np.concatenate(chunks))
+            counts[index, : len(binned_one)] = binned_one
+            missing[index] = gap_count
+        self._current += counts
+        self._unpublished += counts
+        self._unpublished_missing += missing
+        self._current_rows += rows
+        if self._current_rows >= self._block_rows:
+            self._blocks.append((self._current_rows, self._current))
+            self._block_total += self._current_rows
+            self._current = np.zeros(self._shape, dtype=np.int64)
+            self._current_rows = 0
+            while self._block_total - self._blocks[0][0] >= self._window:
+                self._block_total -= self._blocks.popleft()[0]
 
     def _publish(self) -> None:
         """The bin and missing counters, increased by what was counted since the last time."""

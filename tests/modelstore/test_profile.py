@@ -60,24 +60,6 @@ def test_many_features_binned_at_once_count_as_one_at_a_time() -> None:
         assert missing[row] == gaps == int(np.isnan(numbers[row]).sum())
 
 
-def test_segments_binned_in_one_pass_count_as_each_alone() -> None:
-    """The drift monitor bins thousands of rows at once, cut at its window's blocks: each
-    segment's counts and gaps equal a count of that segment alone, one-row segments too."""
-    rng = np.random.default_rng(8)
-    edges = [[0.0], [-1.0, 0.0, 1.0], [-0.5, 0.1, 0.2, 0.7, 1.1]]
-    numbers = rng.normal(size=(len(edges), 300)).round(1)
-    numbers[rng.random(numbers.shape) < 0.1] = math.nan
-    bins = NumberBins(edges)
-    starts = [0, 1, 2, 40, 41, 150, 299]
-    counts, gaps = bins.count_segments(numbers, starts)
-    assert counts.shape == (len(starts), 3, 6)
-    for segment, (start, end) in enumerate(zip(starts, [*starts[1:], 300], strict=True)):
-        alone, alone_gaps = bins.count(numbers[:, start:end])
-        assert counts[segment].tolist() == alone.tolist(), segment
-        assert gaps[segment].tolist() == alone_gaps.tolist(), segment
-    assert counts.sum() + gaps.sum() == numbers.size
-
-
 def test_repeated_integers_collapse_their_edges() -> None:
     values = [2007] * 50 + [2008] * 30 + [2009] * 20
     profile = build_profile(Feature(name="year", type="integer", nullable=False), values)

@@ -189,37 +189,3 @@ def test_every_kind_of_feature_is_counted_as_the_profile_bins_it(mixed_store: Pa
         )
         assert (float(gaps[1]) if gaps else 0.0) == missing, profile.name
     assert names == [p.name for p in meta.profile]
-
-
-def test_the_window_is_the_last_rows_in_blocks_of_a_tenth_whatever_the_request_sizes(
-    make_client: ClientFactory, penguins_store: Path
-) -> None:
-    """Requests of 1 to 81 rows, crossing block boundaries: the window holds the last 100 rows
-    in ten blocks of 10 plus the block being filled, and every PSI is the profile's own over
-    exactly those rows."""
-    from modelstore import Metadata
-    from modelstore.profile import Binner, psi
-
-    client = make_client(drift_window=100)
-    rows = sampled(237, seed=12)
-    start = 0
-    for size in [3, 25, 1, 48, 9, 70, 81]:
-        stream(client, rows[start : start + size], batch=size)
-        start += size
-    text = client.get("/metrics").text
-    window = float(re.search(r"^model_drift_window_rows (\S+)$", text, re.M)[1])  # type: ignore[index]
-    live = samples(client, "model_feature_psi")
-    meta = Metadata.model_validate_json(
-        (penguins_store / "penguins" / "1" / "metadata.json").read_text()
-    )
-    assert meta.profile is not None
-    kept = rows[start - 107 : start]  # ten whole blocks and the 7 rows of the one being filled
-    print(f"\n{start} rows in 7 requests: window {window:.0f} rows")
-    assert window == 107
-    for profile in meta.profile:
-        counts, _ = Binner(profile).count([row[profile.name] for row in kept])
-        expected = psi(profile.shares, counts) if counts.sum() >= 100 else math.nan
-        if math.isnan(expected):
-            assert math.isnan(live[profile.name]), profile.name
-        else:
-            assert math.isclose(live[profile.name], expected, rel_tol=1e-9), profile.name
