@@ -22,6 +22,7 @@ from service.payloads import PayloadLog
 from service.protocols.v2_model import TensorModel
 from service.runtimes import make_predictor
 from service.runtimes.base import Predictor, Table, check_finite
+from service.server.connections import requests_in_flight
 from service.settings import Settings
 from service.spec import InstancesValidator
 
@@ -97,6 +98,7 @@ class Runtime:
                 predictor,
                 max_rows_per_call=max(settings.max_batch_size, 256),
                 max_queue=settings.max_queue,
+                in_flight=requests_in_flight,
             ),
         )
 

@@ -46,12 +46,22 @@ class Limits:
 
 
 LIMITS = Limits()
+# The state of the server this process runs (uvicorn's: its connections and request tasks), set
+# by the first connection.
+_SERVER: list[Any] = []
 
 
 def configure(limits: Limits) -> None:
     """Set once per process, before it serves (each worker does it in its own start-up)."""
     for name, value in vars(limits).items():
         setattr(LIMITS, name, value)
+
+
+def requests_in_flight() -> int | None:
+    """HTTP requests this process has read and not yet answered (their tasks, begun or not);
+    None before its server's first connection, and where no server of this module runs (an
+    in-process test client). One server per process: the service runs no other."""
+    return len(_SERVER[0].tasks) if _SERVER else None
 
 
 def path_of(url: bytes) -> str:
@@ -80,6 +90,8 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
+        if not _SERVER:
+            _SERVER.append(self.server_state)
         self._arm(LIMITS.header_timeout, "request headers")
         if is_stopping(self.server_state):  # made after the server's shutdown went through them
             self.shutdown()

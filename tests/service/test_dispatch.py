@@ -246,3 +246,27 @@ def test_requests_that_cannot_share_a_call_are_answered_one_by_one() -> None:
     assert isinstance(failed, KeyError)
     assert last == [{"value": 2}]
     dispatch.close()
+
+
+@pytest.mark.parametrize(("in_flight", "waits"), [(1, False), (3, True), (None, True)])
+def test_a_request_alone_in_the_server_does_not_wait_a_turn_for_company(
+    in_flight: int | None, waits: bool
+) -> None:
+    """Alone (the server holds one request): computed at once. With others in flight, or when
+    the server cannot tell, it waits for the turn's other arrivals, to share their call."""
+
+    async def scenario() -> tuple[bool, list[tuple[int, str]]]:
+        model = SlowModel(0.0)
+        dispatch = Dispatcher(
+            model,  # type: ignore[arg-type]
+            max_rows_per_call=1000,
+            in_flight=lambda: in_flight,
+        )
+        turned: list[bool] = []
+        asyncio.get_running_loop().call_soon(turned.append, True)  # runs on the next turn
+        assert await dispatch.predict(rows(7)) == [{"value": 7}]
+        return bool(turned), model.calls
+
+    turned, calls = asyncio.run(scenario())
+    assert turned is waits
+    assert calls == [(1, threading.main_thread().name)]
