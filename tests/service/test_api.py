@@ -216,18 +216,19 @@ def test_body_over_the_limit_is_413(
     assert "MAX_BODY_BYTES" in response.json()["detail"]
 
 
+def chunks(payload: bytes, size: int) -> Iterator[bytes]:
+    """A body sent as a stream of `size`-byte pieces, with no Content-Length."""
+    for start in range(0, len(payload), size):
+        yield payload[start : start + size]
+
+
 def test_streamed_body_over_the_limit_is_413_without_content_length(
     make_client: ClientFactory, penguin_example: dict[str, Any]
 ) -> None:
     client = make_client(max_body_bytes=1000)
     payload = json.dumps(body(*[penguin_example] * 20)).encode()
-
-    def chunks() -> Iterator[bytes]:
-        for start in range(0, len(payload), 256):
-            yield payload[start : start + 256]
-
     response = client.post(
-        "/predict", content=chunks(), headers={"content-type": "application/json"}
+        "/predict", content=chunks(payload, 256), headers={"content-type": "application/json"}
     )
     assert response.status_code == 413
 
@@ -236,13 +237,8 @@ def test_a_body_sent_in_many_chunks_is_read_whole(
     client: TestClient, penguin_example: dict[str, Any]
 ) -> None:
     payload = json.dumps(body(*[penguin_example] * 5)).encode()
-
-    def chunks() -> Iterator[bytes]:
-        for start in range(0, len(payload), 100):
-            yield payload[start : start + 100]
-
     streamed = client.post(
-        "/predict", content=chunks(), headers={"content-type": "application/json"}
+        "/predict", content=chunks(payload, 100), headers={"content-type": "application/json"}
     )
     whole = client.post("/predict", content=payload, headers={"content-type": "application/json"})
     assert streamed.status_code == 200

@@ -7,10 +7,7 @@ collector run every ~32 requests under load, about 5% of a one-row request's tim
 from __future__ import annotations
 
 import gc
-import json
 import socket
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +19,7 @@ from service.app import create_app
 from service.server.connections import GuardedProtocol
 from service.settings import Settings
 from tests.e2e.test_process import free_port
+from tests.service.in_thread import predict_request, start_in_thread
 
 REQUESTS = 200
 
@@ -46,19 +44,9 @@ def test_keep_alive_requests_leave_no_reference_cycles(
         app, host="127.0.0.1", port=free_port(), loop="uvloop", http=GuardedProtocol
     )
     server = Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    body = json.dumps({"instances": [penguin_example]}).encode()
-    request = (
-        b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
-    )
+    thread = start_in_thread(server)
+    request = predict_request(penguin_example)
     try:
-        deadline = time.monotonic() + 30
-        while not server.started:
-            assert thread.is_alive(), "the server did not start"
-            assert time.monotonic() < deadline, "the server did not start in 30 s"
-            time.sleep(0.02)
         with socket.create_connection(("127.0.0.1", config.port), timeout=30) as sock:
             for _ in range(20):  # warm: first-use objects are not garbage
                 assert b" 200 " in _answer_after(sock, request)

@@ -7,10 +7,8 @@ requests at the tick on which it decides to stop, after its last accept and befo
 
 from __future__ import annotations
 
-import json
 import socket
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +22,7 @@ from service.server.stopping import StoppingServer
 from service.settings import Settings
 from tests.e2e.test_hostile_clients import answer_of, status_of
 from tests.e2e.test_process import free_port
+from tests.service.in_thread import predict_request, start_in_thread
 
 QUEUED = 12
 
@@ -72,25 +71,15 @@ def test_connections_queued_when_the_server_stops(
     base: type[ServiceServer | UvicornServer],
     expected: str,
 ) -> None:
-    body = json.dumps({"instances": [penguin_example]}).encode()
-    request = (
-        b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
-    )
+    request = predict_request(penguin_example)
     app = create_app(Settings(model_dir=penguins_store, grpc_port=0))
     config = uvicorn.Config(
         app, host="127.0.0.1", port=free_port(), loop="uvloop", http=GuardedProtocol
     )
     server = base(config)
     server.clients = clients = ClientsAtStop(config.port, request)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
+    thread = start_in_thread(server)
     try:
-        deadline = time.monotonic() + 30
-        while not server.started:
-            assert thread.is_alive(), "the server did not start"
-            assert time.monotonic() < deadline, "the server did not start in 30 s"
-            time.sleep(0.02)
         with socket.create_connection(("127.0.0.1", config.port), timeout=30) as warm:
             warm.sendall(request.replace(b"Host: x", b"Host: x\r\nConnection: close"))
             assert status_of(answer_of(warm, 30)[0]) == 200  # serving
