@@ -85,32 +85,78 @@ def test_a_failed_write_is_reported_by_logging_not_raised(
     handler.setStream(io.StringIO())
 
 
-class CountedWrites(io.StringIO):
-    writes = 0
+class RecordedWrites(io.StringIO):
+    """Each write the handler makes, as it made it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
 
     def write(self, text: str) -> int:
-        self.writes += 1
+        self.writes.append(text)
         return super().write(text)
 
 
-def test_the_lines_of_a_loop_turn_go_out_in_one_write_at_its_end(stream: io.StringIO) -> None:
-    counted = CountedWrites()
-    configured("json", "info", counted)
+async def after_the_flush_is_due() -> None:
+    await asyncio.sleep(logs.FLUSH_SECONDS * 3)
+
+
+def test_request_lines_wait_for_the_flush_and_go_out_in_one_write(stream: io.StringIO) -> None:
+    recorded = RecordedWrites()
+    configured("json", "info", recorded)
     logger = logging.getLogger("service.request")
 
-    async def turn() -> tuple[str, str]:
+    async def lines() -> tuple[str, str]:
         for n in range(3):
             info_line(logger, "request", {**FIELDS, "n": n})
-        during = counted.getvalue()
         await asyncio.sleep(0)
         await asyncio.sleep(0)
-        return during, counted.getvalue()
+        during = recorded.getvalue()
+        await after_the_flush_is_due()
+        return during, recorded.getvalue()
 
-    during, after = asyncio.run(turn())
-    print(f"\nduring the turn: {len(during)} characters; after it: {after.count(chr(10))} lines")
+    during, after = asyncio.run(lines())
+    print(f"\nbefore the flush: {len(during)} characters; after it: {after.count(chr(10))} lines")
     assert during == ""
     assert [json.loads(line)["n"] for line in after.splitlines()] == [0, 1, 2]
-    assert counted.writes == 1
+    assert len(recorded.writes) == 1
+
+
+def test_each_write_is_whole_lines_a_pipe_takes_at_once(stream: io.StringIO) -> None:
+    """Workers share stdout: a write longer than PIPE_BUF could be cut by another's."""
+    recorded = RecordedWrites()
+    configured("json", "info", recorded)
+    logger = logging.getLogger("service.request")
+
+    async def many() -> None:
+        for n in range(300):  # ~50 KB: the lines of a busy flush interval
+            info_line(logger, "request", {**FIELDS, "n": n, "path": "/é" * (n % 40)})
+        await after_the_flush_is_due()
+
+    asyncio.run(many())
+    sizes = [len(write.encode()) for write in recorded.writes]
+    print(f"\n300 lines in {len(sizes)} writes of {min(sizes)}-{max(sizes)} bytes")
+    assert all(size <= logs.ATOMIC_WRITE for size in sizes)
+    assert all(write.endswith("\n") for write in recorded.writes)
+    numbers = [json.loads(line)["n"] for line in recorded.getvalue().splitlines()]
+    assert numbers == list(range(300))
+    assert len(sizes) < 30
+
+
+def test_a_loop_closed_before_its_flush_does_not_hold_the_next_loop_s_lines(
+    stream: io.StringIO,
+) -> None:
+    configured("json", "info", stream)
+    logger = logging.getLogger("service.request")
+
+    async def one(n: int, wait: bool) -> None:
+        info_line(logger, "request", {**FIELDS, "n": n})
+        if wait:
+            await after_the_flush_is_due()
+
+    asyncio.run(one(1, wait=False))  # its loop ends with the flush still due
+    asyncio.run(one(2, wait=True))
+    assert [json.loads(line)["n"] for line in stream.getvalue().splitlines()] == [1, 2]
 
 
 def test_a_record_through_logging_writes_the_waiting_lines_first(stream: io.StringIO) -> None:
@@ -125,7 +171,7 @@ def test_a_record_through_logging_writes_the_waiting_lines_first(stream: io.Stri
     assert asyncio.run(turn()) == ["request", "after the request line"]
 
 
-def test_a_failed_write_at_the_turn_s_end_is_reported_not_raised(
+def test_a_failed_write_at_the_flush_is_reported_not_raised(
     stream: io.StringIO, capsys: pytest.CaptureFixture[str]
 ) -> None:
     handler = configured("json", "info", stream)
@@ -133,8 +179,7 @@ def test_a_failed_write_at_the_turn_s_end_is_reported_not_raised(
 
     async def turn() -> None:
         info_line(logging.getLogger("service.request"), "request", FIELDS)
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)
+        await after_the_flush_is_due()
 
     asyncio.run(turn())  # must not raise, nor leave the loop a failed callback
     err = capsys.readouterr().err
