@@ -7,13 +7,22 @@ calls (`NumberBins`), then the other features one by one. The PSI gauges and the
 are brought up to date on a scrape and at most once a second otherwise (a counter's increment
 is a Python call, and there is one per bin). The window is the last `window` rows plus at most
 one block: old rows leave it a block at a time.
+
+Past `rows_per_second` rows offered a second (DRIFT_ROWS_PER_SECOND, per worker), the monitor
+counts a sample: each request is counted at random with the share that keeps to that rate,
+set once a second from the second before, so every row has the same chance and the window
+stays a fair picture of the traffic. Binning costs ~0.2 us a row; counting every row of a
+worker serving ~320,000 rows a second cost 11% of its throughput, and a PSI over a sample of
+that traffic says what one over all of it does.
 """
 
 from __future__ import annotations
 
 import math
+import random
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -29,6 +38,8 @@ BLOCKS: Final = 10
 FOLD_SECONDS: Final = 1.0
 # Below this many values of a feature in the window its PSI is mostly noise: NaN until then.
 MIN_ROWS: Final = 100
+# Which requests a sampling monitor counts: chance, not security (nothing depends on it).
+_chance = random.Random()  # noqa: S311
 
 
 def bin_labels(profile: FeatureProfile) -> list[str]:
@@ -52,7 +63,14 @@ class _Feature:
 
 
 class DriftMonitor:
-    def __init__(self, metadata: Metadata, window: int, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        metadata: Metadata,
+        window: int,
+        metrics: Metrics,
+        rows_per_second: int = 0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         if metadata.profile is None:
             raise ValueError("the version has no training profile")
         text = dict(kinds_of(metadata))
@@ -108,24 +126,47 @@ class DriftMonitor:
         self._pending_blocks: list[np.ndarray[Any, Any]] = []
         self._pending_texts: list[list[Any]] = [[] for _ in self._texts]
         self._pending_rows = 0
-        self._last_fold = self._last_gauges = time.monotonic()
+        self._clock = clock
+        self._last_fold = self._last_gauges = clock()
+        # Sampling (see the module's docstring): the share of requests counted, from the rows
+        # offered since `_second_started`.
+        self._rows_per_second = rows_per_second
+        self._share = 1.0
+        self._share_gauge = metrics.drift_sampled_share
+        self._share_gauge.set(1.0)
+        self._offered = 0
+        self._second_started = self._last_fold
 
     def _is_text(self, index: int) -> bool:
         return self._features[index].is_text
 
     def observe(self, table: Table) -> None:
-        """The request path: remember the request's block and text columns; bin them later,
-        many requests at once."""
+        """The request path: remember the request's block and text columns (or, when
+        sampling, skip them); bin them later, many requests at once."""
+        now = self._clock()
+        if self._rows_per_second:
+            if now - self._second_started >= 1.0:
+                self._new_share(now)
+            self._offered += table.rows
+            if self._share < 1.0 and _chance.random() >= self._share:
+                return
         table = table.typed(self._kinds)
         self._pending_blocks.append(table.numbers)  # type: ignore[arg-type]
         for index, chunks in zip(self._texts, self._pending_texts, strict=True):
             chunks.append(table.column(self._features[index].name))
         self._pending_rows += table.rows
-        if (
-            self._pending_rows >= self._block_rows
-            or time.monotonic() - self._last_fold > FOLD_SECONDS
-        ):
+        if self._pending_rows >= self._block_rows or now - self._last_fold > FOLD_SECONDS:
             self.fold(gauges=False)
+
+    def _new_share(self, now: float) -> None:
+        """The share of requests to count until the next second: the budget over the rate of
+        rows offered since the last share was set; after a whole second with no request, 1."""
+        elapsed = now - self._second_started
+        rate = self._offered / elapsed if elapsed < 2.0 else 0.0
+        self._share = min(1.0, self._rows_per_second / rate) if rate else 1.0
+        self._share_gauge.set(self._share)
+        self._offered = 0
+        self._second_started = now
 
     def fold(self, gauges: bool = True) -> None:
         """Bin what is pending. The PSI gauges are recomputed when asked (a scrape) and at
@@ -134,7 +175,7 @@ class DriftMonitor:
         blocks, texts, rows = self._pending_blocks, self._pending_texts, self._pending_rows
         self._pending_blocks, self._pending_texts = [], [[] for _ in self._texts]
         self._pending_rows = 0
-        now = self._last_fold = time.monotonic()
+        now = self._last_fold = self._clock()
         if rows:
             self._count(blocks, texts, rows)
         if gauges or now - self._last_gauges > FOLD_SECONDS:

@@ -108,6 +108,13 @@ class Metrics:
             registry=r,
             multiprocess_mode="livesum",
         )
+        self.drift_sampled_share = Gauge(
+            "model_drift_sampled_share",
+            "share of requests drift monitoring counts: 1 while a worker is offered at most "
+            "DRIFT_ROWS_PER_SECOND rows a second, less past it (the smallest across workers)",
+            registry=r,
+            multiprocess_mode="livemin",
+        )
         self.model_info = Gauge(
             "model_info",
             "the loaded model version and the runtime serving it (always 1)",

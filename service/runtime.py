@@ -78,7 +78,7 @@ class Runtime:
             predictions_counter=metrics.predictions.labels(meta.name, meta.version),
             tensors=tensors,
             unknown_counters=unknown,
-            drift=DriftMonitor(meta, settings.drift_window, metrics)
+            drift=DriftMonitor(meta, settings.drift_window, metrics, settings.drift_rows_per_second)
             if settings.drift_window and meta.profile is not None
             else None,
             tensor_metadata_json=orjson.dumps(tensors.metadata_response()),

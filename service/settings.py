@@ -44,6 +44,12 @@ class Settings(BaseSettings):
         description="rows (per worker) the drift PSI compares with the training profile; "
         "0 turns drift monitoring off",
     )
+    drift_rows_per_second: int = Field(
+        50_000,
+        ge=0,
+        description="rows a second (per worker) drift monitoring counts at most: past it, "
+        "requests are counted at random, each row with the same chance; 0 counts every row",
+    )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     grpc_port: int = Field(

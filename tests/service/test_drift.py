@@ -11,8 +11,14 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
+import service.drift
+from modelstore import ModelStore
+from service.drift import DriftMonitor
+from service.metrics import Metrics
+from service.runtimes.base import Table, kinds_of
 from tests.conftest import PENGUINS_CSV
 from tests.service.conftest import ClientFactory
 
@@ -189,3 +195,91 @@ def test_every_kind_of_feature_is_counted_as_the_profile_bins_it(mixed_store: Pa
         )
         assert (float(gaps[1]) if gaps else 0.0) == missing, profile.name
     assert names == [p.name for p in meta.profile]
+
+
+class Clock:
+    """A monotonic clock the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def counted_rows(metrics: Metrics, feature: str) -> float:
+    """Rows drift monitoring has counted for `feature`: its bins and its missing values."""
+    total = 0.0
+    for family in metrics.registry.collect():
+        if family.name in ("model_feature_values", "model_feature_missing"):
+            total += sum(
+                s.value
+                for s in family.samples
+                if s.name.endswith("_total") and s.labels["feature"] == feature
+            )
+    return total
+
+
+def test_past_its_rate_drift_counts_a_sample_of_whole_requests(penguins_store: Path) -> None:
+    store = ModelStore(penguins_store)
+    metadata = store.metadata(store.resolve())
+    metrics = Metrics()
+    clock = Clock()
+    monitor = DriftMonitor(
+        metadata, window=100_000, metrics=metrics, rows_per_second=1_000, clock=clock
+    )
+    table = Table.from_instances(sampled(100, seed=3), kinds_of(metadata))
+    service.drift._chance.seed(7)
+
+    def second(start: float, requests: int) -> tuple[float, float]:
+        """`requests` of 100 rows spread over a second: the rows counted, and the share."""
+        before = counted_rows(metrics, "bill_length_mm")
+        for n in range(requests):
+            clock.now = start + n / requests
+            monitor.observe(table)
+        share = gauge(metrics, "model_drift_sampled_share")
+        clock.now = start + 1.0
+        monitor.fold()
+        return counted_rows(metrics, "bill_length_mm") - before, share
+
+    quiet = second(0.0, 5)  # no rate known yet: every row
+    calm = second(1.0, 5)  # 500 rows the second before: every row
+    busy = second(2.0, 500)  # 500 rows the second before: every row, 50,000 of them
+    sampled_second = second(3.0, 500)  # 50,000 the second before: a share of 0.02
+    after = second(10.0, 5)  # a quiet spell: every row again
+    print(
+        f"\nrows counted (of those offered) and share: {quiet}, {calm}, {busy}, "
+        f"{sampled_second} of 50,000, after a quiet spell {after}"
+    )
+    assert quiet == calm == (500, 1.0)
+    assert busy == (50_000, 1.0)
+    counted, share = sampled_second
+    assert share == pytest.approx(1_000 / 50_000)
+    assert 300 <= counted <= 2_000  # ~1,000 expected: ten requests of the 500
+    assert counted % 100 == 0  # whole requests
+    assert after == (500, 1.0)
+
+
+def gauge(metrics: Metrics, name: str) -> float:
+    for family in metrics.registry.collect():
+        for sample in family.samples:
+            if sample.name == name:
+                return float(sample.value)
+    raise AssertionError(f"no {name}")
+
+
+def test_rows_per_second_zero_counts_every_row(penguins_store: Path) -> None:
+    store = ModelStore(penguins_store)
+    metadata = store.metadata(store.resolve())
+    metrics = Metrics()
+    clock = Clock()
+    monitor = DriftMonitor(metadata, window=100_000, metrics=metrics, clock=clock)
+    table = Table.from_instances(sampled(100, seed=4), kinds_of(metadata))
+    for second in range(3):
+        for n in range(500):
+            clock.now = second + n * 0.002
+            monitor.observe(table)
+    clock.now = 3.0
+    monitor.fold()
+    assert counted_rows(metrics, "bill_length_mm") == 150_000
+    assert gauge(metrics, "model_drift_sampled_share") == 1.0
