@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
 from fastapi.testclient import TestClient
 
@@ -387,6 +388,35 @@ def test_a_single_matrix_tensor_feeds_an_all_numeric_model(
     matrix[1][4] = 2009.5
     fractional = client.post("/v2/models/numeric/infer", json=body)
     assert "input 'input-0' column 4 row 1: 2009.5 is not a whole number" in error(fractional)
+    # A small matrix is checked value by value, a large one by numpy: the same answers.
+    for rows in (2, 20):
+        big = [[float(example[n]) for n in names] for _ in range(rows)]
+        big[1][0] = 1e300
+        huge = {"inputs": [{**body["inputs"][0], "shape": [rows, 5], "data": big}]}
+        refused = client.post("/v2/models/numeric/infer", json=huge)
+        assert refused.status_code == 400, refused.text
+        assert "input 'input-0' column 0 row 1" in error(refused)
+        whole = [[float(example[n]) for n in names] for _ in range(rows)]
+        whole[rows - 1][4] = 2007.25
+        binary = np.asarray(whole, dtype="<f8").tobytes()
+        header = orjson.dumps(
+            {
+                "inputs": [
+                    {
+                        "name": "input-0",
+                        "datatype": "FP64",
+                        "shape": [rows, 5],
+                        "parameters": {"binary_data_size": len(binary)},
+                    }
+                ]
+            }
+        )
+        sent = client.post(
+            "/v2/models/numeric/infer",
+            content=header + binary,
+            headers={"Inference-Header-Content-Length": str(len(header))},
+        )
+        assert f"column 4 row {rows - 1}: 2007.25 is not a whole number" in error(sent)
 
 
 def test_a_matrix_is_refused_with_a_reason_when_features_are_not_all_numeric(
