@@ -11,7 +11,7 @@ import pytest
 
 from service.dispatch import Dispatcher
 from service.errors import OverloadedError
-from service.runtimes.base import Table
+from service.runtimes.base import Kinds, Table
 
 
 class SlowModel:
@@ -21,7 +21,7 @@ class SlowModel:
     """
 
     def __init__(self, seconds: float, fail: bool = False, poison: int | None = None) -> None:
-        self.kinds = [("id", False)]  # one column, not text
+        self.kinds = Kinds([("id", False)])  # one column, not text
         self.seconds = seconds
         self.fail = fail
         self.poison = poison
