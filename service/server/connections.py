@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import httptools
 import orjson
@@ -133,22 +133,23 @@ class GuardedProtocol(HttpToolsProtocol):
         self._reading_head = False
         if self._refused:
             return
-        path = httptools.parse_url(self.url).path
-        if len(self.connections) > LIMITS.max_connections and path not in PROBES:
-            self._refuse(
-                503,
-                "Service Unavailable",
-                path.decode("latin-1"),
-                "too many connections to this server; retry after a second",
-                retry=True,
-            )
-            return
+        if len(self.connections) > LIMITS.max_connections:
+            path = httptools.parse_url(self.url).path
+            if path not in PROBES:
+                self._refuse(
+                    503,
+                    "Service Unavailable",
+                    path.decode("latin-1"),
+                    "too many connections to this server; retry after a second",
+                    retry=True,
+                )
+                return
         super().on_headers_complete()
         cycle = self.cycle
         if cycle is not None:
             if self._draining:
                 cycle.keep_alive = False
-            cycle.__class__ = GuardedCycle
+            _guard(cycle)
             if not cycle.response_complete:
                 self._arm(LIMITS.body_timeout, "request body")
 
@@ -318,6 +319,7 @@ class GuardedCycle(RequestResponseCycle):
     garbage collector (measured: a collection every 32 requests, ~5% of the time at c=32)."""
 
     held_head: bytes = b""  # an answer's head, until its body is written
+    defaults: list[tuple[bytes, bytes]]  # the server's default headers (see `_guard`)
 
     async def send(self, message: Any) -> None:
         kind = message["type"]
@@ -346,6 +348,19 @@ class GuardedCycle(RequestResponseCycle):
             stand_in.done(self)
 
 
+def _guard(cycle: RequestResponseCycle) -> None:
+    """Make `cycle` a GuardedCycle. The server's default headers (its date and the security
+    headers) go into its answers' heads from lines rendered once a second (`_HeadCapture`),
+    not checked and rendered one by one for every answer as uvicorn does (~2.5% of a one-row
+    request's time at c=32)."""
+    cycle.__class__ = GuardedCycle
+    guarded = cast(GuardedCycle, cycle)
+    guarded.defaults, guarded.default_headers = cycle.default_headers, _NO_HEADERS
+
+
+_NO_HEADERS: list[tuple[bytes, bytes]] = []  # never changed: uvicorn adds to a copy
+
+
 class _HeadCapture:
     """The transport while uvicorn writes an answer's head: the head is kept, not written."""
 
@@ -362,10 +377,24 @@ class _HeadCapture:
         return getattr(self.transport, name)
 
     def done(self, cycle: GuardedCycle) -> None:
+        status_line, _, rest = self.head.partition(b"\r\n")
+        head = b"".join((status_line, b"\r\n", _defaults(cycle.defaults), rest))
         if cycle.chunked_encoding:  # a streamed answer: its head now, its chunks as they come
-            self.transport.write(self.head)
+            self.transport.write(head)
         else:
-            cycle.held_head = self.head
+            cycle.held_head = head
+
+
+_rendered: list[Any] = [None, b""]  # the server's default headers, and their lines
+
+
+def _defaults(headers: list[tuple[bytes, bytes]]) -> bytes:
+    """The server's default headers (its date, then the security headers) as header lines,
+    rendered again when the server changes them (its date, once a second)."""
+    if headers is not _rendered[0]:
+        _rendered[:] = [headers, b"".join(n + b": " + v + b"\r\n" for n, v in headers)]
+    rendered: bytes = _rendered[1]
+    return rendered
 
 
 class _HeadFirst:
