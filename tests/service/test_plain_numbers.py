@@ -13,7 +13,8 @@ from service.features import plain_numbers
 
 
 def _awkward_numbers(count: int, seed: int) -> list[Any]:
-    """Floats and ints whose conversion to float64 is easy to get wrong."""
+    """Floats and ints whose conversion to float64 is easy to get wrong (the edges first, then
+    drawn at random)."""
     chance = random.Random(seed)
     edges: list[Any] = [
         0.0, -0.0, 5e-324, -5e-324, 2.2250738585072014e-308, 1.7976931348623157e308,
@@ -29,15 +30,19 @@ def _awkward_numbers(count: int, seed: int) -> list[Any]:
     return values[:count]
 
 
-@pytest.mark.parametrize("width", [1, 3, 30])
-def test_rows_become_the_float64s_numpy_makes(width: int) -> None:
-    flat = _awkward_numbers(width * 40, seed=width)
+# (rows, width): a few values (checked one by one) and many (packed by struct).
+SIZES = [(1, 1), (1, 5), (2, 30), (40, 1), (40, 3), (40, 30)]
+
+
+@pytest.mark.parametrize(("count", "width"), SIZES)
+def test_rows_become_the_float64s_numpy_makes(count: int, width: int) -> None:
+    flat = _awkward_numbers(width * count, seed=width)
     rows = [flat[i : i + width] for i in range(0, len(flat), width)]
     expected = np.array(rows, dtype=np.float64)
     for given in (rows, [tuple(row) for row in rows]):
         made = plain_numbers(given, nested=True)
         assert made is not None
-        assert made.shape == (40, width)
+        assert made.shape == (count, width)
         assert made.dtype == np.float64
         assert made.tobytes() == expected.tobytes()  # bit for bit: -0.0 and subnormals too
         assert made.flags.writeable
@@ -52,16 +57,18 @@ def test_rows_become_the_float64s_numpy_makes(width: int) -> None:
     [True, False, None, "1.5", [1.0], {"x": 1.0}, 10**400],
     ids=["true", "false", "null", "text", "list", "object", "beyond-float64"],
 )
-def test_anything_but_a_plain_number_is_left_to_the_rules(odd: Any) -> None:
-    rows = [[1.0, 2.0, 3.0] for _ in range(50)]
-    rows[37][1] = odd
+@pytest.mark.parametrize("count", [1, 4, 50])
+def test_anything_but_a_plain_number_is_left_to_the_rules(odd: Any, count: int) -> None:
+    rows = [[1.0, 2.0, 3.0] for _ in range(count)]
+    rows[count // 2][1] = odd
     assert plain_numbers(rows, nested=True) is None
     assert plain_numbers([v for row in rows for v in row], nested=False) is None
 
 
-def test_rows_of_other_lengths_are_left_to_the_rules() -> None:
-    rows: list[list[float]] = [[1.0, 2.0, 3.0] for _ in range(50)]
-    for ragged in ([1.0, 2.0], [1.0, 2.0, 3.0, 4.0], []):
+@pytest.mark.parametrize("count", [1, 4, 50])
+def test_rows_of_other_lengths_are_left_to_the_rules(count: int) -> None:
+    rows: list[Any] = [[1.0, 2.0, 3.0] for _ in range(count)]
+    for ragged in ([1.0, 2.0], [1.0, 2.0, 3.0, 4.0], [], 1.0, {"a": 1.0}):
         assert plain_numbers([*rows, ragged], nested=True) is None
         assert plain_numbers([ragged, *rows], nested=True) is None
 
