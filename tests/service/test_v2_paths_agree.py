@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -85,10 +84,13 @@ def same(a: Any, b: Any) -> bool:
     return type(a) is type(b) and a == b
 
 
-@pytest.fixture(scope="module")
-def model(penguins_store: Path) -> TensorModel:
-    store = ModelStore(penguins_store)
-    meta = store.metadata(store.resolve("penguins"))
+@pytest.fixture(scope="module", params=["penguins", "numeric"])
+def model(request: pytest.FixtureRequest) -> TensorModel:
+    """The default model, and the all-numeric one, whose requests may also be a single
+    [rows, features] tensor: a feature's tensor its own schema refuses must never be read as
+    that matrix."""
+    store = ModelStore(request.getfixturevalue(f"{request.param}_store"))
+    meta = store.metadata(store.resolve(request.param))
     return TensorModel(FeatureSpec(meta), max_batch_size=1000, platform="onnxruntime_onnx")
 
 
