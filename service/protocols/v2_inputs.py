@@ -314,8 +314,8 @@ def _parsed(body: bytes) -> Any:
 
 
 def _plain_rows(data: list[Any], shape: list[int]) -> np.ndarray[Any, Any] | None:
-    """A [rows][features] list of lists of plain JSON numbers as one float64 array, built by
-    numpy at C speed; None when anything else is there (the general path names it)."""
+    """A [rows][features] list of lists of plain JSON numbers as one float64 array (see
+    `plain_numbers`); None when anything else is there (the general path names it)."""
     if len(shape) != 2 or len(data) != shape[0] or len(data[0]) != shape[1]:
         return None
     # Every row a list as long as the first (`plain_numbers` checks), every value a number.
