@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from modelstore import ModelStore
-from service.runtimes.base import Predictor, Table
+from service.runtimes.base import NonFinitePredictionError, Predictor, Table, check_finite
 from service.runtimes.onnx import BOUND_SHAPES, BOUND_VALUES_MAX, OnnxPredictor
 from service.runtimes.sklearn import SklearnPredictor
 from tests.conftest import PENGUINS_CSV
@@ -166,3 +166,38 @@ def test_the_cost_estimate_is_the_models_not_its_neighbours(
     print(f"fixed {predictor.fixed_cost * 1e3:.4f} ms, row {predictor.row_cost * 1e3:.4f} ms")
     assert predictor.fixed_cost == pytest.approx(0.0031)
     assert predictor.row_cost == pytest.approx(0.0001)
+
+
+@pytest.mark.parametrize("rows", [1, 20, 500])  # a few values (read in Python), many (by sum)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_every_non_finite_output_is_found_and_no_finite_one(rows: int, dtype: Any) -> None:
+    rng = np.random.default_rng(rows)
+    fine = rng.random((rows, 3)).astype(dtype)
+    check_finite(fine)
+    # Finite values whose sum overflows: the fast check must fall to the exact one.
+    huge = np.full((rows, 3), np.finfo(dtype).max, dtype=dtype)
+    check_finite(huge)
+    check_finite(fine[:, 0])  # a regressor's one output per row
+    for bad in (np.inf, -np.inf, np.nan):
+        for at in sorted({0, rows // 2, rows - 1}):
+            broken = fine.copy()
+            broken[at, 2] = bad
+            with pytest.raises(NonFinitePredictionError) as caught:
+                check_finite(broken)
+            assert caught.value.rows == [at]
+            with pytest.raises(NonFinitePredictionError) as caught:
+                check_finite(broken[:, 2].copy())
+            assert caught.value.rows == [at]
+
+
+@pytest.mark.parametrize("rows", [1, 3, 200])
+def test_each_label_is_the_first_largest_share_at_any_size(penguins_store: Path, rows: int) -> None:
+    predictor = predictors(penguins_store)["onnx"]
+    rng = np.random.default_rng(rows)
+    shares = rng.random((rows, len(predictor.classes))).astype(np.float32)
+    shares[0] = [0.4, 0.4, 0.2][: len(predictor.classes)]  # a tie: the first class, as argmax
+    answers = predictor.shape(shares)
+    expected = [predictor.classes[i] for i in shares.argmax(axis=1)]
+    assert [a["label"] for a in answers] == expected
+    assert answers[0]["label"] == predictor.classes[0]
+    assert [list(a["probabilities"].values()) for a in answers] == shares.tolist()
