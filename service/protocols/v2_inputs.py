@@ -55,6 +55,19 @@ _MATRIX = "a [rows, features] tensor"
 _MATRIX_TYPES = ("FP64", "FP32", "FP16", *sorted(INTEGER_DATATYPES))
 
 
+def _refuse(value: Any) -> Any:
+    raise ValueError("the general path reads it")
+
+
+# A tensor's parameters on the fast path: a tensor whose data is binary (`binary_data_size`)
+# fails it there, in pydantic-core, and takes the general path.
+_JsonTensorParameters = typed_dict(
+    "JsonTensorParameters",
+    {"binary_data_size": NotRequired[Annotated[Any, AfterValidator(_refuse)]]},
+    extra="allow",
+)
+
+
 class TensorInputs:
     """Built once at start-up from the version's feature spec."""
 
@@ -107,9 +120,7 @@ class TensorInputs:
         inputs = request["inputs"]
         parameters = request.get("parameters", {})
         binary_default = parameters.get("binary_data_output", False)
-        if type(binary_default) is not bool or any(
-            "binary_data_size" in item.get("parameters", ()) for item in inputs
-        ):
+        if type(binary_default) is not bool:
             return None
         try:
             outputs = requested_outputs(request.get("outputs"), binary_default)
@@ -171,7 +182,7 @@ class TensorInputs:
                 "datatype": Literal[rule.datatypes],
                 "shape": Shape,
                 "data": list_of(rule.value_type),
-                "parameters": NotRequired[dict[str, Any]],
+                "parameters": NotRequired[_JsonTensorParameters],
             }
             members.append(typed_dict(f"Tensor_{len(members)}", fields, extra="ignore"))
         one_of: Any = members[0]
@@ -190,7 +201,7 @@ class TensorInputs:
                 "datatype": Literal[_MATRIX_TYPES],
                 "shape": Shape,
                 "data": list[Any],
-                "parameters": NotRequired[dict[str, Any]],
+                "parameters": NotRequired[_JsonTensorParameters],
             }
             matrix = typed_dict("Matrix", fields, extra="ignore")
             one_of = Annotated[Union[one_of, matrix], Field(union_mode="left_to_right")]  # noqa: UP007

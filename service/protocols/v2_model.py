@@ -10,6 +10,7 @@ import numpy as np
 from service.features import FeatureSpec
 from service.protocols.v2_inputs import TensorInputs
 from service.protocols.v2_tensors import RequestedOutput, encode_response, to_bytes
+from service.runtimes.base import first_largest
 
 
 def label_datatype(classes: list[Any]) -> str:
@@ -32,9 +33,11 @@ class TensorModel(TensorInputs):
         self.platform = platform
         self.is_classifier = metadata.task == "classification"
         self.classes = list(metadata.classes or [])
-        # The labels by index, for one numpy `take` per answer.
-        self._labels = np.empty(len(self.classes), dtype=object)
-        self._labels[:] = self.classes
+        # Every output, JSON or binary: what a request that names none is answered with.
+        self._every_output = {
+            binary: [RequestedOutput(name, binary) for name in self.output_names]
+            for binary in (False, True)
+        }
         self.label_type = label_datatype(self.classes)
 
     # -- metadata -----------------------------------------------------------------------------
@@ -87,7 +90,7 @@ class TensorModel(TensorInputs):
     ) -> tuple[bytes, int | None]:
         """The response body with the outputs asked for (all by default), each JSON or binary,
         and the JSON header's length when any is binary."""
-        wanted = requested or [RequestedOutput(name, binary) for name in self.output_names]
+        wanted = requested or self._every_output[binary]
         entries, chunks = [], []
         for name, as_binary in wanted:
             datatype, shape, values = self._output(name, output)
@@ -118,4 +121,4 @@ class TensorModel(TensorInputs):
             return "FP64", [n], np.ascontiguousarray(output)
         if name == "probabilities":
             return "FP64", [n, output.shape[1]], np.ascontiguousarray(output).ravel()
-        return self.label_type, [n], self._labels[output.argmax(axis=1)].tolist()
+        return self.label_type, [n], list(map(self.classes.__getitem__, first_largest(output)))

@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 
 from modelstore import ModelStore
+from service.features import FeatureSpec
+from service.protocols.v2_model import TensorModel
 from service.runtimes.base import NonFinitePredictionError, Predictor, Table, check_finite
 from service.runtimes.onnx import BOUND_SHAPES, BOUND_VALUES_MAX, OnnxPredictor
 from service.runtimes.sklearn import SklearnPredictor
@@ -201,3 +203,7 @@ def test_each_label_is_the_first_largest_share_at_any_size(penguins_store: Path,
     assert [a["label"] for a in answers] == expected
     assert answers[0]["label"] == predictor.classes[0]
     assert [list(a["probabilities"].values()) for a in answers] == shares.tolist()
+    # The v2 answer's labels follow the same rule.
+    tensors = TensorModel(FeatureSpec(predictor.metadata), 1000, "onnxruntime_onnx")
+    outputs = {name: values for name, _, _, values in tensors.outputs(shares, None)}
+    assert outputs["label"] == expected

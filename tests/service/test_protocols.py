@@ -519,3 +519,32 @@ def test_a_large_matrix_is_checked_at_once_with_the_same_rules(
     assert "input 'x' column 4 row 17: 2008.25 is not a whole number" in error(response)
     flat[5 * 17 + 4] = 1e300
     assert "row 17: 1e+300 is beyond" in error(client.post("/v2/models/numeric/infer", json=body))
+
+
+def test_json_data_beside_a_binary_size_is_refused_in_either_layout(
+    make_client: ClientFactory, numeric_store: Path, penguin_example: dict[str, Any]
+) -> None:
+    # A body with no binary part whose tensor still claims binary data is ambiguous: the fast
+    # JSON path must hand it to the general one, which refuses it, never read its `data`.
+    client = make_client()
+    inputs = tensors([penguin_example], features_of(client))
+    inputs[1]["parameters"] = {"binary_data_size": 8}
+    refused = client.post(INFER, json={"inputs": inputs})
+    assert refused.status_code == 400
+    assert "send 'data' or 'binary_data_size', not both" in error(refused)
+    del inputs[1]["parameters"]
+    assert client.post(INFER, json={"inputs": inputs}).status_code == 200
+    numeric = make_client(model_dir=numeric_store)
+    example = numeric.get("/model").json()["example"]
+    names = numeric.get("/v2/models/numeric").json()["parameters"]["feature_order"]
+    matrix = {
+        "name": "x",
+        "datatype": "FP64",
+        "shape": [1, 5],
+        "data": [[example[n] for n in names]],
+    }
+    for parameters, status in (({"binary_data_size": 40}, 400), ({"note": 1}, 200)):
+        answer = numeric.post(
+            "/v2/models/numeric/infer", json={"inputs": [{**matrix, "parameters": parameters}]}
+        )
+        assert answer.status_code == status, answer.text
