@@ -35,12 +35,15 @@ class HotLane:
     def __init__(self, app: Any, stack: ASGIApp, routes: list[Route], metrics: Metrics) -> None:
         self.app = app
         self.stack = stack
-        self.routes = routes
+        # A path without parameters (`/predict`) picks its route by a lookup, so a request for
+        # another route never tries it; the route still decides whether it matches.
+        self.by_path = {route.path: [route] for route in routes if not route.param_convertors}
+        self.patterned = [route for route in routes if route.param_convertors]
         self.lane = RequestContext(self._serve, metrics)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
-            for route in self.routes:
+            for route in self.by_path.get(scope["path"], self.patterned):
                 match, child = route.matches(scope)
                 if match is Match.FULL:
                     scope["app"] = self.app
