@@ -20,7 +20,8 @@ import numpy as np
 
 from modelstore import Metadata, class_key
 
-# Up to this many outputs, `check_finite` reads Python floats rather than calling numpy.
+# Up to this many output values, `check_finite` and `first_largest` read Python floats rather
+# than call numpy.
 _FEW_VALUES = 64
 
 
