@@ -272,9 +272,11 @@ class FeatureRule:
         return out if out is not None else values
 
 
-# Up to this many values a matrix is checked value by value: numpy's cost per call, six or
-# seven calls, is most of a small matrix's check (one row of five features: ~8 -> ~2 us).
-_CHECKED_ONE_BY_ONE = 64
+# Up to this many values, Python judges them one by one rather than numpy: in a request,
+# numpy's cost per call is most of a small array's work (a one-row matrix of five features
+# checked ~8 -> ~2 us; a one-row answer's finiteness and label ~10 -> ~2 us). Inputs here,
+# outputs in `runtimes.base`.
+FEW_VALUES = 64
 
 # The Python types of plain JSON numbers (a bool is neither), and of the values a column of
 # each type takes as they are (None aside).
@@ -294,7 +296,7 @@ def plain_numbers(values: list[Any], nested: bool) -> np.ndarray[Any, Any] | Non
     if nested:
         first = values[0] if values else ()
         width = len(first) if type(first) in (list, tuple) else 0
-    if len(values) * width <= _CHECKED_ONE_BY_ONE:
+    if len(values) * width <= FEW_VALUES:
         return _few_plain_numbers(values, nested, width)
     try:
         plain: list[Any] = (_PLAIN_ROWS if nested else _PLAIN_FLAT).validate_python(values)
@@ -367,7 +369,7 @@ class FeatureSpec:
         except OverflowError:  # an integer beyond float64: the rules name it
             return None
         whole = [j for j, rule in enumerate(rules) if rule.integer]
-        if matrix.size <= _CHECKED_ONE_BY_ONE:
+        if matrix.size <= FEW_VALUES:
             return matrix if _plain_and_whole(matrix, whole) else None
         # Two reductions, no temporary (100 x 30: 5.1 -> 3.1 us); NaN and infinity fail too.
         if not (matrix.max() <= MAX_MAGNITUDE and matrix.min() >= -MAX_MAGNITUDE):

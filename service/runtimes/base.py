@@ -19,10 +19,7 @@ from typing import Any
 import numpy as np
 
 from modelstore import Metadata, class_key
-
-# Up to this many output values, `check_finite` and `first_largest` read Python floats rather
-# than call numpy.
-_FEW_VALUES = 64
+from service.features import FEW_VALUES
 
 
 class Kinds(list[tuple[str, bool]]):
@@ -253,7 +250,7 @@ def first_largest(output: np.ndarray[Any, Any], rows: list[list[float]] | None =
     """Each row's index of its largest share, the first of equal ones (argmax's rule): a few
     rows (`rows`, when the caller has them as lists already) in Python, where numpy's call costs
     them more in a request."""
-    if output.size <= _FEW_VALUES:
+    if output.size <= FEW_VALUES:
         return [row.index(max(row)) for row in (output.tolist() if rows is None else rows)]
     found: list[int] = output.argmax(axis=1).tolist()
     return found
@@ -265,7 +262,7 @@ def check_finite(values: np.ndarray[Any, Any]) -> None:
     A few values are judged as Python floats (numpy's two calls cost ~1.4 us, the map ~0.3;
     in a request ~10 us against ~2). Many are judged by numpy (their sum would be one call,
     but the `errstate` an overflowing sum needs costs more than the call it saves)."""
-    if values.size <= _FEW_VALUES and all(map(math.isfinite, values.ravel().tolist())):
+    if values.size <= FEW_VALUES and all(map(math.isfinite, values.ravel().tolist())):
         return
     finite = np.isfinite(values)
     if not finite.all():
